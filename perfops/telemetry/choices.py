@@ -1,0 +1,53 @@
+"""Every fixed vocabulary of the telemetry domain, in one place."""
+
+from django.db import models
+
+
+class Environment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    STAGING = "staging", "Staging"
+    DEVELOPMENT = "development", "Development"
+
+
+class TraceStatus(models.TextChoices):
+    OK = "ok", "OK"
+    ERROR = "error", "Error"
+    TIMEOUT = "timeout", "Timeout"
+
+
+class ErrorType(models.TextChoices):
+    TIMEOUT = "timeout", "Timeout"
+    VALIDATION = "validation", "Validation"
+    LLM_ERROR = "llm_error", "LLM error"
+    DEPENDENCY_ERROR = "dependency_error", "Dependency error"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    OTHER = "other", "Other"
+
+
+class DependencyKind(models.TextChoices):
+    LLM = "llm", "LLM"
+    DB = "db", "Database"
+    HTTP = "http", "HTTP"
+    TOOL = "tool", "Tool"
+
+
+class DependencyStatus(models.TextChoices):
+    OK = "ok", "OK"
+    ERROR = "error", "Error"
+
+
+class DeploymentSource(models.TextChoices):
+    INGEST = "ingest", "Seen by ingest"
+    API = "api", "Deploy tool (API)"
+    ADMIN = "admin", "Admin"
+
+
+# Intent categories the demo and the docs use; intents are free slugs, these are just the usual ones.
+COMMON_INTENTS = (
+    "customer_support",
+    "code_generation",
+    "data_analysis",
+    "search",
+    "summarization",
+    "document_qa",
+)

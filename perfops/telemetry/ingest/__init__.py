@@ -1,0 +1,1 @@
+"""Trace ingest: bounded body reading, record validation, OTLP mapping and batch storage."""

@@ -1,0 +1,82 @@
+"""Daily partitions of the trace table on PostgreSQL (SQLite has one plain table).
+
+A partition per UTC day lets retention drop a day instead of deleting rows. Partitions are made
+ahead of time by a beat task, and on demand by ingest for a day that has none yet (a backfill).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from django.db import connection, transaction
+
+TABLE = "telemetry_trace"
+_known: set[date] = set()
+
+
+def is_partitioned() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def partition_name(day: date) -> str:
+    return f"{TABLE}_p{day:%Y%m%d}"
+
+
+def existing_partition_days() -> set[date]:
+    """The days that have a partition, read from the catalog."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT child.relname FROM pg_inherits
+            JOIN pg_class parent ON parent.oid = pg_inherits.inhparent
+            JOIN pg_class child ON child.oid = pg_inherits.inhrelid
+            WHERE parent.relname = %s
+            """,
+            [TABLE],
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    days = set()
+    for name in names:
+        suffix = name.rsplit("_p", 1)[-1]
+        if len(suffix) == 8 and suffix.isdigit():
+            days.add(datetime.strptime(suffix, "%Y%m%d").replace(tzinfo=UTC).date())
+    return days
+
+
+def ensure_partitions(days: Iterable[date]) -> list[date]:
+    """Create the missing partitions for `days`; return the days created. Safe to run concurrently."""
+    if not is_partitioned():
+        return []
+    wanted = set(days) - _known
+    if not wanted:
+        return []
+    created: list[date] = []
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # One creator at a time: CREATE TABLE ... IF NOT EXISTS still races on the catalog.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('perfops.trace_partitions'))")
+            present = existing_partition_days()
+            for day in sorted(wanted - present):
+                start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                end = start + timedelta(days=1)
+                cursor.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{partition_name(day)}" PARTITION OF "{TABLE}" '
+                    "FOR VALUES FROM (%s) TO (%s)",
+                    [start, end],
+                )
+                created.append(day)
+        # Remember only once committed: a rolled-back creation must be retried next time.
+        transaction.on_commit(lambda: _known.update(wanted))
+    return created
+
+
+def ensure_partitions_between(first: date, last: date) -> list[date]:
+    """Make sure every day from `first` to `last` (inclusive) has a partition."""
+    count = (last - first).days + 1
+    return ensure_partitions(first + timedelta(days=offset) for offset in range(max(count, 0)))
+
+
+def forget_known_partitions() -> None:
+    """Drop the in-process memo (after retention dropped partitions, or between tests)."""
+    _known.clear()

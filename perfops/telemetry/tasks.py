@@ -1,0 +1,29 @@
+"""Periodic telemetry work: partitions ahead of time, and OTLP orphan expiry."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from perfops.telemetry import partitions
+
+logger = logging.getLogger(__name__)
+
+DAYS_AHEAD = 3
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def ensure_trace_partitions() -> int:
+    """Make partitions for every day of the raw retention window and the next few days (PostgreSQL)."""
+    if not partitions.is_partitioned():
+        return 0
+    today = timezone.now().date()
+    first = today - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"] + 1)
+    created = partitions.ensure_partitions_between(first, today + timedelta(days=DAYS_AHEAD))
+    if created:
+        logger.info("created %d trace partitions (%s .. %s)", len(created), created[0], created[-1])
+    return len(created)

@@ -1,0 +1,22 @@
+"""URL map: admin, REST API (with OpenAPI), OTLP/HTTP ingest, health."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from perfops import health
+
+admin.site.site_header = "perfops"
+admin.site.site_title = "perfops"
+admin.site.index_title = "Performance control room"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("perfops.telemetry.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # OTLP_URLS
+    path("healthz", health.healthz, name="healthz"),
+]

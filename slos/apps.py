@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class SlosConfig(AppConfig):
+    """SLOs, error budgets and burn rates, alert rules and channels, performance budgets."""
+
+    name = "slos"
+    verbose_name = "SLOs and alerts"

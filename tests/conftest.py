@@ -1,0 +1,73 @@
+"""Personas and clients shared by every test folder."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from perfops.access.roles import Role
+from perfops.telemetry.models import Department
+from perfops.telemetry.partitions import forget_known_partitions
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _fresh_partition_memo():
+    # Each test's transaction may roll back the partitions it created.
+    forget_known_partitions()
+    yield
+    forget_known_partitions()
+
+
+@pytest.fixture
+def payments(db) -> Department:
+    return factories.department("payments", "Payments")
+
+
+@pytest.fixture
+def research(db) -> Department:
+    return factories.department("research", "Research")
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return User.objects.create_superuser("root", "root@example.com", "pw-root")
+
+
+@pytest.fixture
+def manager(payments) -> User:
+    return factories.user("maria", Role.MANAGER, [payments])
+
+
+@pytest.fixture
+def engineer(payments) -> User:
+    return factories.user("erin", Role.ENGINEER, [payments])
+
+
+@pytest.fixture
+def viewer(payments) -> User:
+    return factories.user("victor", Role.VIEWER, [payments])
+
+
+@pytest.fixture
+def outsider(research) -> User:
+    """An engineer of another department."""
+    return factories.user("olga", Role.ENGINEER, [research])
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def ingest_token(engineer) -> str:
+    return factories.token(engineer, ["ingest"])
+
+
+@pytest.fixture
+def ingest_api(ingest_token) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ingest_token}")
+    return client
