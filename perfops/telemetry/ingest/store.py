@@ -199,8 +199,8 @@ def _upsert_deployments(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]
         params.extend([agent_id, environment, version, _db_datetime(seen), _db_datetime(now)])
     # Only placeholders and fixed identifiers are interpolated; every value is a parameter.
     sql = (
-        "INSERT INTO telemetry_deployment (agent_id, environment, version, first_seen_at, source, notes, created_at) "
-        f"VALUES {', '.join(values)} "  # noqa: S608
+        "INSERT INTO telemetry_deployment (agent_id, environment, version, first_seen_at, source, notes, created_at) "  # noqa: S608
+        f"VALUES {', '.join(values)} "
         "ON CONFLICT (agent_id, environment, version) DO UPDATE SET first_seen_at = "
         f"{least}(COALESCE(telemetry_deployment.first_seen_at, excluded.first_seen_at), excluded.first_seen_at) "
         "WHERE telemetry_deployment.first_seen_at IS NULL "
