@@ -224,6 +224,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "TraceStatusEnum": "perfops.telemetry.choices.TraceStatus",
+        "DependencyStatusEnum": "perfops.telemetry.choices.DependencyStatus",
+        "EnvironmentEnum": "perfops.telemetry.choices.Environment",
+    },
 }
 
 # --- perfops ----------------------------------------------------------------------------------

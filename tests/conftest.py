@@ -8,16 +8,19 @@ from rest_framework.test import APIClient
 
 from perfops.access.roles import Role
 from perfops.telemetry.models import Department
+from perfops.telemetry.ingest.store import forget_ingest_memos
 from perfops.telemetry.partitions import forget_known_partitions
 from tests import factories
 
 
 @pytest.fixture(autouse=True)
-def _fresh_partition_memo():
-    # Each test's transaction may roll back the partitions it created.
+def _fresh_process_memos():
+    # Each test's transaction rolls back the partitions, agents and deployments it created.
     forget_known_partitions()
+    forget_ingest_memos()
     yield
     forget_known_partitions()
+    forget_ingest_memos()
 
 
 @pytest.fixture

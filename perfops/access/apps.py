@@ -11,7 +11,7 @@ class AccessConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from perfops.access import audit  # noqa: F401  (auditlog registration)
+        from perfops.access import audit, schema  # noqa: F401  (auditlog and OpenAPI registration)
         from perfops.access.roles import sync_role_groups
 
         post_migrate.connect(sync_role_groups, dispatch_uid="perfops.access.sync_role_groups")

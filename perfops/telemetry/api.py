@@ -12,6 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,7 +30,9 @@ from perfops.telemetry.serializers import AgentSerializer, DeploymentSerializer,
 def error_response(
     status_code: int, message: str, field: str = "body", headers: dict[str, str] | None = None
 ) -> Response:
-    return Response({"detail": message, "errors": {field: [message]}}, status=status_code, headers=headers)
+    """A refused ingest request: the reason, in the same shape as a batch result so clients parse one form."""
+    body = {"accepted": 0, "duplicates": 0, "rejected": [], "detail": message, "errors": {field: [message]}}
+    return Response(body, status=status_code, headers=headers)
 
 
 def unavailable_response() -> Response:
@@ -87,7 +90,8 @@ class TraceBatchView(APIView):
     """POST /api/v1/traces: a batch of trace records as JSON (optionally gzip-compressed)."""
 
     permission_classes = [IngestScope]
-    parser_classes: list[Any] = []
+    # The body is read by read_body (bounded, gzip-aware), never by a DRF parser; this only documents it.
+    parser_classes = [JSONParser]
 
     @extend_schema(
         operation_id="ingest_traces",
@@ -101,11 +105,11 @@ class TraceBatchView(APIView):
             400: OpenApiResponse(schema.IngestResult, description="Nothing stored: bad body, or every record refused."),
             401: OpenApiResponse(schema.IngestError, description="No token, or an unknown, expired or revoked token."),
             403: OpenApiResponse(schema.IngestError, description="The token lacks the ingest scope."),
-            413: OpenApiResponse(schema.IngestError, description="Over 5,000 records or 10 MiB (after gzip)."),
+            413: OpenApiResponse(schema.IngestResult, description="Over 5,000 records or 10 MiB (after gzip)."),
             415: OpenApiResponse(
-                schema.IngestError, description="Not application/json, or an encoding other than gzip."
+                schema.IngestResult, description="Not application/json, or an encoding other than gzip."
             ),
-            503: OpenApiResponse(schema.IngestError, description="Storage unavailable; retry."),
+            503: OpenApiResponse(schema.IngestResult, description="Storage unavailable; retry after Retry-After."),
         },
         tags=["ingest"],
     )

@@ -13,6 +13,7 @@ from django.db.models.functions import Coalesce, Now
 
 from perfops.access.scoping import department_ids_for
 from perfops.telemetry.choices import DeploymentSource, Environment, ErrorType, TraceStatus
+from perfops.telemetry.fields import PlainJSONField
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -206,7 +207,12 @@ class Trace(models.Model):
     """
 
     trace_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="traces", db_index=False)
+    # No database-level foreign key: a per-row RI check (and its row lock on the agent) would cost
+    # ingest a large share of its throughput. Ingest resolves the agent in the same transaction,
+    # and PROTECT still stops an agent with traces from being deleted through Django.
+    agent = models.ForeignKey(
+        Agent, on_delete=models.PROTECT, related_name="traces", db_index=False, db_constraint=False
+    )
     environment = models.CharField(max_length=16, choices=Environment.choices)
     version = models.CharField(max_length=64)
     intent = models.CharField(max_length=64, blank=True)
@@ -215,15 +221,15 @@ class Trace(models.Model):
     status = models.CharField(max_length=8, choices=TraceStatus.choices)
     error_type = models.CharField(max_length=24, choices=ErrorType.choices, blank=True)
     # {"auth": 12.0, "llm": 840.5, ...}: milliseconds spent in each sequential phase.
-    phases = models.JSONField(default=dict, blank=True)
+    phases = PlainJSONField(default=dict, blank=True)
     # [{"name", "kind", "start_ms", "duration_ms", "status"}]: calls made while serving the request.
-    dependencies = models.JSONField(default=list, blank=True)
+    dependencies = PlainJSONField(default=list, blank=True)
     model = models.CharField(max_length=128, blank=True)
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     cache_hit = models.BooleanField(default=False)
     profiled = models.BooleanField(default=False)
-    attributes = models.JSONField(default=dict, blank=True)
+    attributes = PlainJSONField(default=dict, blank=True)
     # When perfops stored it: the rollup uses it to find late data for already closed minutes.
     received_at = models.DateTimeField(db_default=Now(), editable=False)
 

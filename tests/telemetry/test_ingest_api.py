@@ -152,9 +152,19 @@ NOW = datetime.now(UTC)
         ({"model": 5}, "model", "string"),
         ({"latency": 5}, "latency", "Unknown field"),
         ({"department": "No Such"}, "department", "slug"),
+        ({"version": ["1", "2"]}, "version", "string"),
+        ({"agent": {"slug": "support-bot"}}, "agent", "slug"),
+        (
+            {"dependencies": [{"name": ["x"], "kind": "db", "start_ms": 1.0, "duration_ms": 1.0, "status": "ok"}]},
+            "dependencies[0].name",
+            "string",
+        ),
+        ({"model": {"name": "gpt"}}, "model", "string"),
     ],
 )
 def test_each_bad_field_is_refused_with_its_reason(ingest_api, support_bot, overrides, field, reason_part):
+    # A valid record first, so the memo of known-good values is warm when the bad one arrives.
+    post(ingest_api, {"traces": [factories.record()]})
     response = post(ingest_api, {"traces": [factories.record(**overrides)]})
     assert response.status_code == 400
     errors = response.json()["rejected"][0]["errors"]
@@ -195,6 +205,7 @@ def test_a_bad_body_answers_400_with_the_reason(ingest_api, support_bot, body, r
     response = post(ingest_api, body)
     assert response.status_code == 400
     assert reason_part in response.json()["detail"]
+    assert response.json()["accepted"] == 0
 
 
 def test_the_wrong_content_type_answers_415(ingest_api, support_bot):

@@ -65,6 +65,12 @@ class IngestResult(serializers.Serializer[dict[str, Any]]):
     accepted = serializers.IntegerField(help_text="Records stored by this request.")
     duplicates = serializers.IntegerField(help_text="Records already stored (a retry); not counted twice.")
     rejected = RejectedRecord(many=True)
+    detail = serializers.CharField(required=False, help_text="Why the whole request was refused.")
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="The request-level problem by field (body, traces, content_type).",
+    )
 
 
 class IngestError(serializers.Serializer[dict[str, Any]]):

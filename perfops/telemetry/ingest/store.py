@@ -1,14 +1,16 @@
 """Store a validated batch: resolve (or register) agents, record new versions, insert traces.
 
-PostgreSQL: COPY into a per-connection temporary staging table, then one
-INSERT ... SELECT ... ON CONFLICT DO NOTHING into the partitioned trace table, so a retried
-record is skipped without failing its batch. SQLite: INSERT OR IGNORE through executemany.
-Either way a batch is one transaction: when this returns, the batch is committed.
+PostgreSQL: COPY straight into the partitioned trace table inside a savepoint. When that hits a
+trace already stored (a retried batch), the savepoint is rolled back and the batch goes through a
+temporary staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING, so duplicates are
+skipped without failing the batch; the common case pays for one COPY only. SQLite: INSERT OR
+IGNORE through executemany. Either way a batch is one transaction: when this returns, it is committed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from auditlog.context import set_actor
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from perfops.access.scoping import department_ids_for
 from perfops.telemetry.ingest.records import TraceRecord
@@ -50,6 +53,31 @@ COLUMNS = (
     "attributes",
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
+# The COPY line puts the three JSON columns last, so they are encoded in one go.
+_JSON_COLUMNS = ("phases", "dependencies", "attributes")
+_COPY_COLUMNS = ", ".join([c for c in COLUMNS if c not in _JSON_COLUMNS] + list(_JSON_COLUMNS))
+
+
+# (agent_id, environment, version) -> first_seen_at already recorded, so steady traffic skips the
+# upsert. Entries expire so a deployment deleted in the admin is recreated by the next trace.
+_KNOWN_DEPLOYMENT_TTL_S = 300.0
+_known_deployments: dict[tuple[int, str, str], tuple[datetime, float]] = {}
+_unassigned_id: tuple[int, float] | None = None
+
+
+def forget_ingest_memos() -> None:
+    """Clear the per-process memos (tests, or after a bulk load that bypassed ingest)."""
+    global _unassigned_id
+    _known_deployments.clear()
+    _unassigned_id = None
+
+
+def _unassigned_department_id() -> int:
+    global _unassigned_id
+    now = time.monotonic()
+    if _unassigned_id is None or now - _unassigned_id[1] > _KNOWN_DEPLOYMENT_TTL_S:
+        _unassigned_id = (Department.unassigned().pk, now)
+    return _unassigned_id[0]
 
 
 class AgentRef(NamedTuple):
@@ -108,23 +136,31 @@ def _resolve_agents(
 ) -> tuple[dict[str, AgentRef], dict[str, str]]:
     """Map each agent slug to its row, registering unknown agents; also return refusals by slug."""
     slugs = {record.agent for record in records}
-    agents = {
-        slug: AgentRef(pk, department_id, intent or "")
-        for slug, pk, department_id, intent in Agent.objects.filter(slug__in=slugs).values_list(
-            "slug", "id", "department_id", "intent_category"
-        )
-    }
+    agents = {slug: AgentRef(pk, department_id, intent or "") for slug, pk, department_id, intent in _agent_rows(slugs)}
     refused: dict[str, str] = {}
-    unassigned = Department.unassigned()
+    unassigned_id = _unassigned_department_id()
     missing = slugs - agents.keys()
     if missing:
-        _register_agents(records, missing, user, unassigned, agents, refused)
+        _register_agents(records, missing, user, Department.unassigned(), agents, refused)
     for slug, ref in agents.items():
-        if slug not in refused and not _may_write(user, ref.department_id, unassigned.pk):
+        if slug not in refused and not _may_write(user, ref.department_id, unassigned_id):
             refused[slug] = f"Agent '{slug}' belongs to a department outside this token's scope."
     for slug in refused:
         agents.pop(slug, None)
     return agents, refused
+
+
+def _agent_rows(slugs: set[str]) -> list[tuple[str, int, int, str]]:
+    """(slug, id, department_id, intent_category) of the named agents."""
+    if connection.vendor == "postgresql":
+        # One array parameter: the ORM's IN (%s, %s, ...) with hundreds of slugs costs ms to build and plan.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT slug, id, department_id, intent_category FROM telemetry_agent WHERE slug = ANY(%s)",
+                [list(slugs)],
+            )
+            return cursor.fetchall()
+    return list(Agent.objects.filter(slug__in=slugs).values_list("slug", "id", "department_id", "intent_category"))
 
 
 def _register_agents(
@@ -187,6 +223,11 @@ def _upsert_deployments(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]
         seen = first_seen.get(key)
         if seen is None or record.started_at < seen:
             first_seen[key] = record.started_at
+    clock = time.monotonic()
+    for key, seen in list(first_seen.items()):
+        known = _known_deployments.get(key)
+        if known is not None and known[0] <= seen and clock - known[1] < _KNOWN_DEPLOYMENT_TTL_S:
+            del first_seen[key]
     if not first_seen:
         return
     now = timezone.now()
@@ -208,6 +249,8 @@ def _upsert_deployments(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+    # Remember them only once the batch commits; a rolled-back upsert must run again.
+    transaction.on_commit(lambda: _known_deployments.update((key, (seen, clock)) for key, seen in first_seen.items()))
 
 
 def _db_datetime(value: datetime) -> Any:
@@ -233,48 +276,51 @@ def _json_text(value: object) -> str:
     return _escape(orjson.dumps(value).decode())
 
 
+_NULL = "\\N"  # COPY text format's NULL
+
+
 def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> int:
+    dumps = orjson.dumps
+    agent_ids = {slug: str(ref.id) for slug, ref in agents.items()}
     lines = []
     for r in rows:
-        agent = agents[r.agent]
+        json_blobs = dumps(r.phases) + b"\t" + dumps(r.dependencies) + b"\t" + dumps(r.attributes)
+        blobs = json_blobs.decode()
+        if "\\" in blobs:
+            blobs = blobs.replace("\\", "\\\\")
         lines.append(
-            "\t".join(
-                (
-                    r.trace_id,
-                    str(agent.id),
-                    r.environment,
-                    _escape(r.version),
-                    _escape(r.intent or agent.intent_category),
-                    r.started_at.isoformat(),
-                    repr(r.latency_ms),
-                    r.status,
-                    r.error_type,
-                    _json_text(r.phases),
-                    _json_text(r.dependencies),
-                    _escape(r.model),
-                    "\\N" if r.input_tokens is None else str(r.input_tokens),
-                    "\\N" if r.output_tokens is None else str(r.output_tokens),
-                    "t" if r.cache_hit else "f",
-                    "t" if r.profiled else "f",
-                    _json_text(r.attributes),
-                )
-            )
+            f"{r.trace_id}\t{agent_ids[r.agent]}\t{r.environment}\t{_escape(r.version)}\t"
+            f"{_escape(r.intent or agents[r.agent].intent_category)}\t{r.started_at.isoformat()}\t{r.latency_ms!r}\t"
+            f"{r.status}\t{r.error_type}\t{_escape(r.model)}\t"
+            f"{_NULL if r.input_tokens is None else r.input_tokens}\t"
+            f"{_NULL if r.output_tokens is None else r.output_tokens}\t"
+            f"{'t' if r.cache_hit else 'f'}\t{'t' if r.profiled else 'f'}\t{blobs}"
         )
     payload = "\n".join(lines) + "\n"
+    try:
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY telemetry_trace ({_COPY_COLUMNS}) FROM STDIN") as copy,
+        ):
+            copy.write(payload)
+        return len(rows)
+    except (IntegrityError, UniqueViolation):
+        # COPY errors come straight from psycopg, not through Django's error wrapper.
+        pass  # some were stored before: a retry. Skip exactly those.
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS perfops_trace_staging "
             "(LIKE telemetry_trace INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        with cursor.copy(f"COPY perfops_trace_staging ({_COLUMN_LIST}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY perfops_trace_staging ({_COPY_COLUMNS}) FROM STDIN") as copy:
             copy.write(payload)
         cursor.execute(
             f"INSERT INTO telemetry_trace ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM perfops_trace_staging "  # noqa: S608
             "ON CONFLICT DO NOTHING"
         )
         inserted = cursor.rowcount
-        # Empty it now as well: a caller may run several batches in one transaction.
-        cursor.execute("TRUNCATE perfops_trace_staging")
+        cursor.execute("DELETE FROM perfops_trace_staging")
     return inserted
 
 

@@ -1,0 +1,1 @@
+"""Process files and helpers for running perfops (make serve, make demo)."""
