@@ -17,6 +17,6 @@ urlpatterns = [
     path("api/v1/", include("perfops.telemetry.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    # OTLP_URLS
+    path("v1/", include("perfops.telemetry.otlp_urls")),
     path("healthz", health.healthz, name="healthz"),
 ]

@@ -7,8 +7,8 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from perfops.access.roles import Role
-from perfops.telemetry.models import Department
 from perfops.telemetry.ingest.store import forget_ingest_memos
+from perfops.telemetry.models import Department
 from perfops.telemetry.partitions import forget_known_partitions
 from tests import factories
 

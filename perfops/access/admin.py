@@ -16,6 +16,9 @@ from perfops.access.roles import can_act
 
 
 class ApiTokenForm(forms.ModelForm):
+    # Who is issuing: a new token without a user field belongs to them.
+    issuer: Any = None
+
     scopes = forms.MultipleChoiceField(choices=Scope.choices, widget=forms.CheckboxSelectMultiple)
 
     class Meta:
@@ -29,7 +32,7 @@ class ApiTokenForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        user = data.get("user") or getattr(self.instance, "user", None)
+        user = data.get("user") or (self.instance.user if self.instance.user_id else self.issuer)
         if user is not None and Scope.AUTOMATION in data.get("scopes", []) and not can_act(user):
             self.add_error("scopes", "The automation scope needs an engineer or a manager; this user is a viewer.")
         expires_at = data.get("expires_at")
@@ -81,6 +84,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if obj is not None or not request.user.is_superuser:
             fields.append("user")
         return fields
+
+    def get_form(self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"issuer": request.user})
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if not change:

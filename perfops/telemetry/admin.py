@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -104,6 +105,7 @@ class AgentAdmin(DepartmentScopedAdmin):
     list_select_related = ["department", "team", "owner"]
     autocomplete_fields = ["owner"]
     inlines = [AgentCapacityInline, DeploymentInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ["auto_registered", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["slug", "name", "department", "team", "owner", "intent_category", "description"]}),

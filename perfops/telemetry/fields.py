@@ -9,7 +9,7 @@ from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 
-class PlainJSONField(models.JSONField):  # type: ignore[type-arg]
+class PlainJSONField(models.JSONField):
     """JSON kept as PostgreSQL `json` (checked text) instead of `jsonb`.
 
     Trace phases, calls and attributes are written ~50k rows/s and read whole, never searched by
@@ -31,6 +31,6 @@ class PlainJSONField(models.JSONField):  # type: ignore[type-arg]
 
     def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
         # psycopg already decodes `json` columns (Django only turns that off for jsonb).
-        if value is None or not isinstance(value, str | bytes):
+        if value is None or not isinstance(value, str):
             return value
         return super().from_db_value(value, expression, connection)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import timedelta
 
 from celery import shared_task
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from perfops.telemetry import partitions
+from perfops.telemetry.ingest.otlp import sweep_pending
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +29,9 @@ def ensure_trace_partitions() -> int:
     if created:
         logger.info("created %d trace partitions (%s .. %s)", len(created), created[0], created[-1])
     return len(created)
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def sweep_pending_spans() -> dict[str, int]:
+    """Merge OTLP child spans that came after their trace into it, and expire orphans (every minute)."""
+    return asdict(sweep_pending())
