@@ -16,7 +16,7 @@ from perfops.telemetry.demo.plan import build_plan, from_us
 from perfops.telemetry.demo.story import story_lines, watched_versions
 from perfops.telemetry.demo.traffic import History
 
-DEFAULT_TRACES = {"postgresql": 2_000_000, "sqlite": 300_000}
+DEFAULT_TRACES = {"postgresql": 2_000_000, "sqlite": 600_000}
 CHUNK_SIZE = 100_000
 
 
@@ -38,7 +38,7 @@ class Command(BaseCommand):
         size.add_argument(
             "--traces",
             type=int,
-            help="Traces in total (default: 2,000,000 on PostgreSQL, 300,000 on SQLite).",
+            help="Traces in total (default: 2,000,000 on PostgreSQL, 600,000 on SQLite).",
         )
         size.add_argument("--per-day", type=int, help="Traces per day instead of a total.")
         parser.add_argument("--days", type=float, default=14, help="Days of history, ending now (default 14).")
@@ -74,7 +74,7 @@ class Command(BaseCommand):
             total = int(options["per_day"] * days)
         else:
             total = (
-                options["traces"] if options["traces"] is not None else DEFAULT_TRACES.get(connection.vendor, 300_000)
+                options["traces"] if options["traces"] is not None else DEFAULT_TRACES.get(connection.vendor, 600_000)
             )
         if total < 1:
             raise CommandError("Seed at least one trace.")
