@@ -80,3 +80,36 @@ def ensure_partitions_between(first: date, last: date) -> list[date]:
 def forget_known_partitions() -> None:
     """Drop the in-process memo (after retention dropped partitions, or between tests)."""
     _known.clear()
+
+
+def stored_trace_ids(trace_ids: Iterable[str], first: date, last: date) -> set[str]:
+    """Which of `trace_ids` (32-hex) are stored with a start between the days `first` and `last`.
+
+    On PostgreSQL each day's partition is probed by `trace_id = ANY(...)` on its own, so only the
+    primary key can serve it: a range on started_at over a freshly filled day (statistics not yet
+    analysed) would otherwise tempt the planner into scanning the whole day.
+    """
+    wanted = sorted(set(trace_ids))
+    if not wanted:
+        return set()
+    if not is_partitioned():
+        from perfops.telemetry.models import Trace
+
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found.update(
+                t.hex for t in Trace.objects.order_by().filter(trace_id__in=chunk).values_list("trace_id", flat=True)
+            )
+        return found
+    days = [day for day in sorted(existing_partition_days()) if first <= day <= last]
+    if not days:
+        return set()
+    # Partition names come from the catalog and the ids are a parameter.
+    union = " UNION ALL ".join(
+        f'SELECT trace_id FROM "{partition_name(day)}" WHERE trace_id = ANY(%s::uuid[])'  # noqa: S608
+        for day in days
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(union, [wanted] * len(days))
+        return {row[0].hex for row in cursor.fetchall()}

@@ -46,7 +46,7 @@ from perfops.telemetry.ingest.records import (
 )
 from perfops.telemetry.ingest.store import store_records
 from perfops.telemetry.models import PendingSpan, Trace
-from perfops.telemetry.partitions import ensure_partitions
+from perfops.telemetry.partitions import ensure_partitions, stored_trace_ids
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -760,21 +760,13 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 
 
 def _stored_trace_ids(tops: Sequence[OtlpSpan]) -> set[str]:
-    """The trace ids among `tops` that already have a trace (bounded in time so PostgreSQL prunes partitions)."""
+    """The trace ids among `tops` that already have a trace."""
     if not tops:
         return set()
     # A stored trace span lies inside or around the arriving one, and no trace is longer than a day.
     oldest = _as_datetime(min(top.start_ns for top in tops)) - timedelta(days=1)
     newest = _as_datetime(max(top.end_ns for top in tops)) + timedelta(days=1)
-    found: set[str] = set()
-    for chunk in _chunks(sorted({top.trace_id for top in tops})):
-        found.update(
-            trace_id.hex
-            for trace_id in Trace.objects.filter(
-                trace_id__in=chunk, started_at__gte=oldest, started_at__lte=newest
-            ).values_list("trace_id", flat=True)
-        )
-    return found
+    return stored_trace_ids((top.trace_id for top in tops), oldest.date(), newest.date())
 
 
 def _load_pending(trace_ids: Sequence[str]) -> dict[str, dict[str, tuple[int, ChildSpan]]]:
@@ -819,12 +811,15 @@ def sweep_pending(now: datetime | None = None) -> SweepResult:
     """
     now = now or timezone.now()
     result = SweepResult()
-    trace_ids = sorted(set(PendingSpan.objects.values_list("trace_id", flat=True)))
-    for chunk in _chunks(trace_ids):
-        for trace_id in sorted(
-            Trace.objects.filter(trace_id__in=chunk).order_by().values_list("trace_id", flat=True).distinct()
-        ):
-            _merge_late_children(trace_id, result)
+    waiting = list(PendingSpan.objects.order_by().values_list("trace_id", "received_at"))
+    trace_ids = sorted({trace_id.hex for trace_id, _ in waiting})
+    if trace_ids:
+        # A late child arrives within a day of its trace's start, so only the days around the
+        # oldest waiting row can hold its trace.
+        oldest_received = min(received_at for _, received_at in waiting)
+        first, last = (oldest_received - timedelta(days=1)).date(), (now + timedelta(days=1)).date()
+        for trace_id in sorted(stored_trace_ids(trace_ids, first, last)):
+            _merge_late_children(uuid.UUID(hex=trace_id), result)
     ttl_s = settings.PERFOPS["OTLP_ORPHAN_TTL_S"]
     result.orphans_expired, _ = PendingSpan.objects.filter(received_at__lt=now - timedelta(seconds=ttl_s)).delete()
     if result.spans_merged or result.spans_discarded:
