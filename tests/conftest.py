@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from perfops.access.authentication import forget_token_memo
 from perfops.access.roles import Role
 from perfops.telemetry.ingest.store import forget_ingest_memos
 from perfops.telemetry.models import Department
@@ -18,9 +19,11 @@ def _fresh_process_memos():
     # Each test's transaction rolls back the partitions, agents and deployments it created.
     forget_known_partitions()
     forget_ingest_memos()
+    forget_token_memo()
     yield
     forget_known_partitions()
     forget_ingest_memos()
+    forget_token_memo()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -13,6 +14,35 @@ from perfops.access.roles import can_act
 
 if TYPE_CHECKING:
     from rest_framework.views import APIView
+
+
+# Ingest clients send dozens of requests a second with the same token. Each process remembers a
+# looked-up token (and its user) for one second, which takes a query and an ORM round off every
+# request; revoking a token, deactivating its user or changing their roles takes effect within that second.
+TOKEN_MEMO_TTL_S = 1.0
+_TOKEN_MEMO_LIMIT = 10_000
+_token_memo: dict[str, tuple[ApiToken, float]] = {}
+
+
+def forget_token_memo() -> None:
+    """Drop the remembered tokens (tests; an admin action in another process cannot reach this one)."""
+    _token_memo.clear()
+
+
+_clock = time.monotonic  # tests move it forward
+
+
+def _token_for(token_hash: str) -> ApiToken | None:
+    clock = _clock()
+    remembered = _token_memo.get(token_hash)
+    if remembered is not None and clock - remembered[1] < TOKEN_MEMO_TTL_S:
+        return remembered[0]
+    token = ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
+    if token is not None:
+        if len(_token_memo) >= _TOKEN_MEMO_LIMIT:
+            _token_memo.clear()
+        _token_memo[token_hash] = (token, clock)
+    return token
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -30,7 +60,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             plaintext = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
-        token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(plaintext)).first()
+        token = _token_for(hash_token(plaintext))
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
         now = timezone.now()

@@ -21,7 +21,7 @@ from perfops.access.authentication import IngestOrAutomationScope, IngestScope, 
 from perfops.telemetry.filters import AgentFilter, DeploymentFilter
 from perfops.telemetry.ingest import schema
 from perfops.telemetry.ingest.body import IngestError, media_type, read_body
-from perfops.telemetry.ingest.records import TraceRecord, Window, validate_record
+from perfops.telemetry.ingest.records import TraceRecord, Window, decode_clean_batch, validate_record
 from perfops.telemetry.ingest.store import StoreResult, store_records
 from perfops.telemetry.models import Agent, Deployment, Trace
 from perfops.telemetry.serializers import AgentSerializer, DeploymentSerializer, TraceSerializer
@@ -58,10 +58,37 @@ def parse_json_body(body: bytes) -> tuple[Any, bool]:
             raise IngestError(400, f"The body is not valid JSON: {strict_error}.") from None
 
 
+def ingest_window() -> Window:
+    """The started_at range ingest accepts now."""
+    limits = settings.PERFOPS
+    return Window.around(timezone.now(), limits["RAW_RETENTION_DAYS"], limits["INGEST_MAX_FUTURE_S"])
+
+
+def raw_records_of(body: bytes) -> tuple[list[Any], bool]:
+    """The `traces` list of a JSON batch body and whether NaN/Infinity had to be tolerated.
+
+    Raises IngestError saying what is wrong with the body as a whole.
+    """
+    document, lenient = parse_json_body(body)
+    if type(document) is not dict:
+        raise IngestError(400, 'The body must be a JSON object: {"traces": [...]}.')
+    unknown = sorted(set(document) - {"traces"})
+    if unknown:
+        raise IngestError(400, f"Unknown field(s): {', '.join(unknown)[:200]}.", unknown[0][:64])
+    raw_records = document.get("traces")
+    if type(raw_records) is not list:
+        raise IngestError(400, "Required: a list of trace records.", "traces")
+    if not raw_records:
+        raise IngestError(400, "The batch holds no records.", "traces")
+    if len(raw_records) > settings.PERFOPS["INGEST_MAX_RECORDS"]:
+        limit = settings.PERFOPS["INGEST_MAX_RECORDS"]
+        raise IngestError(413, f"{len(raw_records)} records; at most {limit} per request.", "traces")
+    return raw_records, lenient
+
+
 def validate_batch(raw_records: list[Any], *, lenient: bool) -> tuple[list[TraceRecord], list[dict[str, Any]]]:
     """Validate each record; return the good ones and the refusals by index."""
-    limits = settings.PERFOPS
-    window = Window.around(timezone.now(), limits["RAW_RETENTION_DAYS"], limits["INGEST_MAX_FUTURE_S"])
+    window = ingest_window()
     valid: list[TraceRecord] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_records):
@@ -118,26 +145,20 @@ class TraceBatchView(APIView):
         try:
             if media_type(request._request) != "application/json":
                 raise IngestError(415, "Send the batch as application/json.", "content_type")
-            document, lenient = parse_json_body(read_body(request._request, limits["INGEST_MAX_BYTES"]))
-            if type(document) is not dict:
-                raise IngestError(400, 'The body must be a JSON object: {"traces": [...]}.')
-            unknown = sorted(set(document) - {"traces"})
-            if unknown:
-                raise IngestError(400, f"Unknown field(s): {', '.join(unknown)[:200]}.", unknown[0][:64])
-            raw_records = document.get("traces")
-            if type(raw_records) is not list:
-                raise IngestError(400, "Required: a list of trace records.", "traces")
-            if not raw_records:
-                raise IngestError(400, "The batch holds no records.", "traces")
-            if len(raw_records) > limits["INGEST_MAX_RECORDS"]:
+            body = read_body(request._request, limits["INGEST_MAX_BYTES"])
+            valid = decode_clean_batch(body, ingest_window())
+            rejected: list[dict[str, Any]] = []
+            if valid is None:
+                # Something is wrong somewhere: check record by record to keep the good and name the bad.
+                raw_records, lenient = raw_records_of(body)
+                valid, rejected = validate_batch(raw_records, lenient=lenient)
+            count = len(valid) + len(rejected)
+            if count > limits["INGEST_MAX_RECORDS"]:
                 raise IngestError(
-                    413,
-                    f"{len(raw_records)} records; at most {limits['INGEST_MAX_RECORDS']} per request.",
-                    "traces",
+                    413, f"{count} records; at most {limits['INGEST_MAX_RECORDS']} per request.", "traces"
                 )
         except IngestError as exc:
             return error_response(exc.status, exc.message, exc.field)
-        valid, rejected = validate_batch(raw_records, lenient=lenient)
         try:
             result = store_records(valid, request.user)
         except (OperationalError, InterfaceError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -23,7 +24,11 @@ class PlainJSONField(models.JSONField):
         return super().db_type(connection)
 
     def get_db_prep_value(self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False) -> Any:
-        if connection.vendor == "postgresql" and value is not None and not hasattr(value, "as_sql"):
+        if value is None or hasattr(value, "as_sql"):
+            return super().get_db_prep_value(value, connection, prepared)
+        # Ingest's records hold msgspec structs (dependency calls); store them as plain JSON.
+        value = msgspec.to_builtins(value)
+        if connection.vendor == "postgresql":
             from psycopg.types.json import Json
 
             return Json(value, dumps=lambda obj: orjson.dumps(obj).decode())

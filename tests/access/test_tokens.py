@@ -91,7 +91,30 @@ def test_a_malformed_authorization_header_answers_401(api, engineer):
     assert api.get("/api/v1/agents").status_code == 401
 
 
-def test_an_automation_token_of_a_demoted_user_loses_automation(api, engineer, payments):
+@pytest.fixture
+def a_second_later(monkeypatch):
+    """Move the token memo's clock past its time to live."""
+    from perfops.access import authentication
+
+    def advance() -> None:
+        start = authentication._clock()
+        monkeypatch.setattr(authentication, "_clock", lambda: start + authentication.TOKEN_MEMO_TTL_S + 0.1)
+
+    return advance
+
+
+def test_a_revoked_token_stops_working_within_a_second(api, engineer, a_second_later):
+    plaintext = factories.token(engineer, ["read"])
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    assert api.get("/api/v1/agents").status_code == 200
+    ApiToken.objects.get().revoke()
+    a_second_later()
+    response = api.get("/api/v1/agents")
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"]
+
+
+def test_an_automation_token_of_a_demoted_user_loses_automation(api, engineer, payments, a_second_later):
     factories.agent("support-bot", payments)
     plaintext = factories.token(engineer, ["automation"])
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
@@ -99,6 +122,7 @@ def test_an_automation_token_of_a_demoted_user_loses_automation(api, engineer, p
     assert api.post("/api/v1/deployments", deployment, format="json").status_code == 201
 
     engineer.groups.clear()  # now nothing more than a department member: no role that can act
+    a_second_later()
     response = api.post("/api/v1/deployments", {**deployment, "version": "2.0.1"}, format="json")
 
     assert response.status_code == 403

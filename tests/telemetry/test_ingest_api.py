@@ -377,3 +377,12 @@ def test_a_missing_version_is_stored_as_unversioned(ingest_api, support_bot):
     del rec["version"]
     post(ingest_api, {"traces": [rec]})
     assert Trace.objects.get().version == "unversioned"
+
+
+def test_registering_an_agent_is_audited_with_the_senders_name(ingest_api, engineer, payments):
+    from auditlog.models import LogEntry
+
+    post(ingest_api, {"traces": [factories.record(agent="new-bot", department="payments")]})
+    entry = LogEntry.objects.get_for_object(Agent.objects.get(slug="new-bot")).get()
+    assert entry.action == LogEntry.Action.CREATE
+    assert entry.actor == engineer

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import orjson
+import msgspec
 from auditlog.context import set_actor
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
@@ -69,6 +69,7 @@ def forget_ingest_memos() -> None:
     """Clear the per-process memos (tests, or after a bulk load that bypassed ingest)."""
     global _unassigned_id
     _known_deployments.clear()
+    _agent_memo.clear()
     _unassigned_id = None
 
 
@@ -78,6 +79,10 @@ def _unassigned_department_id() -> int:
     if _unassigned_id is None or now - _unassigned_id[1] > _KNOWN_DEPLOYMENT_TTL_S:
         _unassigned_id = (Department.unassigned().pk, now)
     return _unassigned_id[0]
+
+
+class _Collision(Exception):
+    """The plain COPY met a trace that is already stored."""
 
 
 class AgentRef(NamedTuple):
@@ -103,23 +108,29 @@ def store_records(
     if not records:
         return result
     ensure_partitions({record.started_at.date() for record in records})
-    for attempt in (1, 2):
+    dedupe = False
+    deadlocks = 0
+    while True:
         try:
-            with transaction.atomic(), set_actor(user if user.is_authenticated else None):
+            with transaction.atomic():
                 agents, refused = _resolve_agents(records, user)
                 rows = [record for record in records if record.agent in agents]
                 for record in records:
                     if record.agent in refused:
                         result.rejected.append({"index": record.index, "errors": {"agent": [refused[record.agent]]}})
                 _upsert_deployments(rows, agents)
-                accepted = _insert_traces(rows, agents)
+                accepted = _insert_traces(rows, agents, dedupe=dedupe)
             break
+        except _Collision:
+            # Some of these traces were stored before (a retried batch): do it again, skipping exactly those.
+            dedupe = True
         except OperationalError as exc:
             # Two batches racing on the same new agent or version can deadlock; retry once.
-            if attempt == 2 or "deadlock" not in str(exc).lower():
+            deadlocks += 1
+            if deadlocks > 1 or "deadlock" not in str(exc).lower():
                 raise
             logger.warning("ingest batch deadlocked, retrying once")
-            result = StoreResult()
+        result = StoreResult()
     result.accepted = accepted
     result.duplicates = len(rows) - accepted
     return result
@@ -150,8 +161,33 @@ def _resolve_agents(
     return agents, refused
 
 
+# Agents of the last second, by slug: a busy sender names the same agents in every batch. A move
+# to another department therefore reaches ingest's scope check within a second.
+_AGENT_MEMO_TTL_S = 1.0
+_agent_memo: dict[str, tuple[tuple[str, int, int, str], float]] = {}
+
+
 def _agent_rows(slugs: set[str]) -> list[tuple[str, int, int, str]]:
-    """(slug, id, department_id, intent_category) of the named agents."""
+    """(slug, id, department_id, intent_category) of the named agents that exist."""
+    clock = time.monotonic()
+    rows = []
+    missing = set()
+    for slug in slugs:
+        remembered = _agent_memo.get(slug)
+        if remembered is not None and clock - remembered[1] < _AGENT_MEMO_TTL_S:
+            rows.append(remembered[0])
+        else:
+            missing.add(slug)
+    if missing:
+        fetched = _query_agent_rows(missing)
+        if len(_agent_memo) > 50_000:
+            _agent_memo.clear()
+        _agent_memo.update((row[0], (row, clock)) for row in fetched)
+        rows.extend(fetched)
+    return rows
+
+
+def _query_agent_rows(slugs: set[str]) -> list[tuple[str, int, int, str]]:
     if connection.vendor == "postgresql":
         # One array parameter: the ORM's IN (%s, %s, ...) with hundreds of slugs costs ms to build and plan.
         with connection.cursor() as cursor:
@@ -201,16 +237,17 @@ def _register_agents(
             if team is None:
                 refused[slug] = f"Unknown team '{record.team}' in department '{department.slug}'."
                 continue
-        agent, _ = Agent.objects.get_or_create(
-            slug=slug,
-            defaults={
-                "name": slug,
-                "department": department,
-                "team": team,
-                "intent_category": record.intent,
-                "auto_registered": True,
-            },
-        )
+        with set_actor(user if user.is_authenticated else None):  # the registration's audit entry names who sent it
+            agent, _ = Agent.objects.get_or_create(
+                slug=slug,
+                defaults={
+                    "name": slug,
+                    "department": department,
+                    "team": team,
+                    "intent_category": record.intent,
+                    "auto_registered": True,
+                },
+            )
         agents[slug] = AgentRef(agent.pk, agent.department_id, agent.intent_category)
         logger.info("registered agent %s in department %s", slug, agent.department_id)
 
@@ -259,11 +296,12 @@ def _db_datetime(value: datetime) -> Any:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _insert_traces(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> int:
+def _insert_traces(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *, dedupe: bool) -> int:
+    """Insert the rows and return how many were new (the rest were already stored)."""
     if not rows:
         return 0
     if connection.vendor == "postgresql":
-        return _copy_postgresql(rows, agents)
+        return _copy_postgresql(rows, agents, dedupe=dedupe)
     return _insert_sqlite(rows, agents)
 
 
@@ -272,42 +310,48 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\") if "\\" in text else text
 
 
-def _json_text(value: object) -> str:
-    return _escape(orjson.dumps(value).decode())
+# msgspec, not orjson: records hold Call structs, which it encodes natively (and fast).
+_encode_json = msgspec.json.Encoder().encode
 
 
 _NULL = "\\N"  # COPY text format's NULL
 
 
-def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> int:
-    dumps = orjson.dumps
+def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *, dedupe: bool) -> int:
+    """COPY the rows in. Plainly, unless `dedupe`: then through a staging table that skips stored ones.
+
+    The plain COPY raises _Collision at the first stored trace, aborting the transaction; the
+    caller then repeats the batch with dedupe. No savepoint: retries are rare, round trips are not.
+    """
+    dumps = _encode_json
     agent_ids = {slug: str(ref.id) for slug, ref in agents.items()}
     lines = []
     for r in rows:
-        json_blobs = dumps(r.phases) + b"\t" + dumps(r.dependencies) + b"\t" + dumps(r.attributes)
-        blobs = json_blobs.decode()
-        if "\\" in blobs:
-            blobs = blobs.replace("\\", "\\\\")
+        # Bytes throughout: the JSON comes as bytes from msgspec and goes to psycopg as bytes.
+        blobs = dumps(r.phases) + b"\t" + dumps(r.dependencies) + b"\t" + dumps(r.attributes)
+        if b"\\" in blobs:
+            blobs = blobs.replace(b"\\", b"\\\\")
         lines.append(
             f"{r.trace_id}\t{agent_ids[r.agent]}\t{r.environment}\t{_escape(r.version)}\t"
             f"{_escape(r.intent or agents[r.agent].intent_category)}\t{r.started_at.isoformat()}\t{r.latency_ms!r}\t"
             f"{r.status}\t{r.error_type}\t{_escape(r.model)}\t"
             f"{_NULL if r.input_tokens is None else r.input_tokens}\t"
             f"{_NULL if r.output_tokens is None else r.output_tokens}\t"
-            f"{'t' if r.cache_hit else 'f'}\t{'t' if r.profiled else 'f'}\t{blobs}"
+            f"{'t' if r.cache_hit else 'f'}\t{'t' if r.profiled else 'f'}\t".encode()
+            + blobs
         )
-    payload = "\n".join(lines) + "\n"
-    try:
-        with (
-            transaction.atomic(),
-            connection.cursor() as cursor,
-            cursor.copy(f"COPY telemetry_trace ({_COPY_COLUMNS}) FROM STDIN") as copy,
-        ):
-            copy.write(payload)
+    payload = b"\n".join(lines) + b"\n"
+    if not dedupe:
+        try:
+            with (
+                connection.cursor() as cursor,
+                cursor.copy(f"COPY telemetry_trace ({_COPY_COLUMNS}) FROM STDIN") as copy,
+            ):
+                copy.write(payload)
+        except (IntegrityError, UniqueViolation) as exc:
+            # COPY errors come straight from psycopg, not through Django's error wrapper.
+            raise _Collision from exc
         return len(rows)
-    except (IntegrityError, UniqueViolation):
-        # COPY errors come straight from psycopg, not through Django's error wrapper.
-        pass  # some were stored before: a retry. Skip exactly those.
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS perfops_trace_staging "
@@ -339,14 +383,14 @@ def _insert_sqlite(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> 
                 r.latency_ms,
                 r.status,
                 r.error_type,
-                orjson.dumps(r.phases).decode(),
-                orjson.dumps(r.dependencies).decode(),
+                _encode_json(r.phases).decode(),
+                _encode_json(r.dependencies).decode(),
                 r.model,
                 r.input_tokens,
                 r.output_tokens,
                 r.cache_hit,
                 r.profiled,
-                orjson.dumps(r.attributes).decode(),
+                _encode_json(r.attributes).decode(),
             )
         )
     placeholders = ", ".join(["%s"] * len(COLUMNS))
