@@ -85,9 +85,9 @@ def forget_known_partitions() -> None:
 def stored_trace_ids(trace_ids: Iterable[str], first: date, last: date) -> set[str]:
     """Which of `trace_ids` (32-hex) are stored with a start between the days `first` and `last`.
 
-    On PostgreSQL each day's partition is probed by `trace_id = ANY(...)` on its own, so only the
-    primary key can serve it: a range on started_at over a freshly filled day (statistics not yet
-    analysed) would otherwise tempt the planner into scanning the whole day.
+    On PostgreSQL each day's partition is probed by `trace_id = ANY(...)` on its own primary key.
+    The plan is pinned to index probes: before a freshly filled day is analysed the planner guesses
+    that half of it matches and scans it whole (measured: 250 ms against 3 ms for 1,000 ids).
     """
     wanted = sorted(set(trace_ids))
     if not wanted:
@@ -110,6 +110,24 @@ def stored_trace_ids(trace_ids: Iterable[str], first: date, last: date) -> set[s
         f'SELECT trace_id FROM "{partition_name(day)}" WHERE trace_id = ANY(%s::uuid[])'  # noqa: S608
         for day in days
     )
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         cursor.execute(union, [wanted] * len(days))
-        return {row[0].hex for row in cursor.fetchall()}
+        found = {row[0].hex for row in cursor.fetchall()}
+        # SET LOCAL outlives a released savepoint: restore, so a caller's transaction keeps its planner.
+        # (On an error the savepoint's rollback undoes it.)
+        cursor.execute("SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT")
+        return found
+
+
+def analyze_recent(days: Iterable[date]) -> list[date]:
+    """Refresh the planner's statistics of these days' partitions (where autovacuum is off or behind)."""
+    if not is_partitioned():
+        return []
+    present = existing_partition_days()
+    done = []
+    with connection.cursor() as cursor:
+        for day in sorted(set(days) & present):
+            cursor.execute(f'ANALYZE "{partition_name(day)}"')
+            done.append(day)
+    return done

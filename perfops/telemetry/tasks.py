@@ -20,7 +20,7 @@ DAYS_AHEAD = 3
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def ensure_trace_partitions() -> int:
-    """Make partitions for every day of the raw retention window and the next few days (PostgreSQL)."""
+    """Make partitions for the raw retention window and the next days; analyse the days being written."""
     if not partitions.is_partitioned():
         return 0
     today = timezone.now().date()
@@ -28,6 +28,8 @@ def ensure_trace_partitions() -> int:
     created = partitions.ensure_partitions_between(first, today + timedelta(days=DAYS_AHEAD))
     if created:
         logger.info("created %d trace partitions (%s .. %s)", len(created), created[0], created[-1])
+    # The days being written change fastest; fresh statistics keep the rollup's and pages' plans sane.
+    partitions.analyze_recent([today - timedelta(days=1), today])
     return len(created)
 
 

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from google.protobuf import json_format
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -1125,3 +1126,14 @@ def test_a_long_status_message_is_valid_protobuf():
 
     status = status_pb2.Status.FromString(RpcStatus(16, "é" * 300).to_protobuf())
     assert (status.code, status.message) == (16, "é" * 300)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="planner settings are PostgreSQL's")
+def test_looking_up_stored_traces_leaves_the_callers_planner_settings_alone(db):
+    from perfops.telemetry.partitions import stored_trace_ids
+
+    today = timezone.now().date()
+    with transaction.atomic(), connection.cursor() as cursor:
+        stored_trace_ids(["ab" * 16], today, today)
+        cursor.execute("SHOW enable_seqscan")
+        assert cursor.fetchone()[0] == "on"
