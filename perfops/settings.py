@@ -235,9 +235,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- perfops ----------------------------------------------------------------------------------
 PERFOPS = {
-    # Raw traces older than this are refused at ingest and dropped by retention.
+    # Raw traces older than this are refused at ingest; the day partitions are made for this window.
     "RAW_RETENTION_DAYS": env_int("PERFOPS_RAW_RETENTION_DAYS", 30, minimum=1, maximum=3650),
-    "ROLLUP_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=36500),
     # Clock skew allowed for started_at in the future.
     "INGEST_MAX_FUTURE_S": env_int("PERFOPS_INGEST_MAX_FUTURE_S", 300, minimum=0, maximum=86_400),
     "INGEST_MAX_RECORDS": env_int("PERFOPS_INGEST_MAX_RECORDS", 5000, minimum=1, maximum=100_000),

@@ -29,13 +29,16 @@ class DepartmentScopedAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         ids = department_ids_for(request.user)
         if ids is not None:
-            scoped = {
+            choices_within: dict[str, dict[str, object]] = {
                 "department": {"pk__in": ids},
                 "team": {"department_id__in": ids},
                 "agent": {"department_id__in": ids},
-            }.get(db_field.name)
+                # An owner is someone of the person's own departments.
+                "owner": {"departments__in": ids, "is_active": True},
+            }
+            scoped = choices_within.get(db_field.name)
             if scoped is not None:
-                kwargs["queryset"] = db_field.related_model._default_manager.filter(**scoped)
+                kwargs["queryset"] = db_field.related_model._default_manager.filter(**scoped).distinct()
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any, object_id: str) -> HttpResponseRedirect:

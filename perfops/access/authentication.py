@@ -119,12 +119,12 @@ class AutomationScope(_ScopePermission):
     scope = Scope.AUTOMATION
 
 
-class IngestOrAutomationScope(permissions.BasePermission):
-    """Deploy tools report deployments with either an ingest or an automation token."""
+class ReportDeployments(permissions.BasePermission):
+    """Deploy tools report deployments with an ingest or automation token of someone who can act."""
 
-    message = "This operation needs the 'ingest' or 'automation' scope."
+    message = "Reporting deployments needs the 'ingest' or 'automation' scope, held by an engineer or a manager."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        if not (request.user and request.user.is_authenticated):
+        if not (request.user and request.user.is_authenticated and can_act(request.user)):
             return False
         return request_has_scope(request, Scope.INGEST) or request_has_scope(request, Scope.AUTOMATION)

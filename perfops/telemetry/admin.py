@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import RelatedOnlyFieldListFilter
 from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -61,7 +62,7 @@ class DepartmentAdmin(DepartmentScopedAdmin):
 @admin.register(Team)
 class TeamAdmin(DepartmentScopedAdmin):
     list_display = ["name", "slug", "department", "agent_count"]
-    list_filter = ["department"]
+    list_filter = [("department", RelatedOnlyFieldListFilter)]
     search_fields = ["name", "slug", "department__name"]
     list_select_related = ["department"]
     prepopulated_fields = {"slug": ["name"]}
@@ -100,10 +101,15 @@ class AgentAdmin(DepartmentScopedAdmin):
         "auto_registered",
         "created_at",
     ]
-    list_filter = ["department", "auto_registered", "intent_category", "team"]
+    # RelatedOnly: a filter lists only values of rows the person may see, never other departments' names.
+    list_filter = [
+        ("department", RelatedOnlyFieldListFilter),
+        "auto_registered",
+        "intent_category",
+        ("team", RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["slug", "name", "owner__username", "description"]
     list_select_related = ["department", "team", "owner"]
-    autocomplete_fields = ["owner"]
     inlines = [AgentCapacityInline, DeploymentInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ["auto_registered", "created_at", "updated_at"]
@@ -117,7 +123,7 @@ class AgentAdmin(DepartmentScopedAdmin):
 class AgentCapacityAdmin(DepartmentScopedAdmin):
     department_path = "agent__department_id"
     list_display = ["agent", "environment", "requests_per_s"]
-    list_filter = ["environment", "agent__department"]
+    list_filter = ["environment", ("agent__department", RelatedOnlyFieldListFilter)]
     search_fields = ["agent__slug"]
     list_select_related = ["agent"]
     autocomplete_fields = ["agent"]
@@ -127,7 +133,7 @@ class AgentCapacityAdmin(DepartmentScopedAdmin):
 class DeploymentAdmin(DepartmentScopedAdmin):
     department_path = "agent__department_id"
     list_display = ["agent", "environment", "version", "deployed_at", "first_seen_at", "source", "created_at"]
-    list_filter = ["environment", "source", "agent__department"]
+    list_filter = ["environment", "source", ("agent__department", RelatedOnlyFieldListFilter)]
     search_fields = ["agent__slug", "version", "notes"]
     list_select_related = ["agent"]
     autocomplete_fields = ["agent"]
@@ -217,7 +223,7 @@ class TraceAdmin(DepartmentScopedAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Retention removes traces; people do not.
+        # Traces are what agents reported: nobody deletes one by hand.
         return False
 
 

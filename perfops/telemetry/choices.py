@@ -2,6 +2,9 @@
 
 from django.db import models
 
+# Agent, team, department and intent slugs: 1-64 lowercase letters, digits, '-' or '_'.
+SLUG_REGEX = r"[a-z0-9][a-z0-9_-]{0,63}"
+
 
 class Environment(models.TextChoices):
     PRODUCTION = "production", "Production"

@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models.functions import Coalesce, Now
 
 from perfops.access.scoping import department_ids_for
-from perfops.telemetry.choices import DeploymentSource, Environment, ErrorType, TraceStatus
+from perfops.telemetry.choices import SLUG_REGEX, DeploymentSource, Environment, ErrorType, TraceStatus
 from perfops.telemetry.fields import PlainJSONField
 
 if TYPE_CHECKING:
@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 
     AnyUser = AbstractBaseUser | AnonymousUser
 
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 slug_validator = RegexValidator(
-    SLUG_PATTERN, "Use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit."
+    rf"\A{SLUG_REGEX}\Z", "Use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit."
 )
 
 
@@ -261,6 +260,8 @@ class PendingSpan(models.Model):
     span_id = models.CharField(max_length=16)
     # The span reduced to what the trace record needs (kind, name, timing, status, phase).
     span = models.JSONField()
+    # Who sent it: it may join only a trace whose agent this person may write to.
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+")
     received_at = models.DateTimeField(db_default=Now())
 
     class Meta:

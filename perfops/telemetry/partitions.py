@@ -114,8 +114,8 @@ def stored_trace_ids(trace_ids: Iterable[str], first: date, last: date) -> set[s
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
         cursor.execute(union, [wanted] * len(days))
         found = {row[0].hex for row in cursor.fetchall()}
-        # SET LOCAL outlives a released savepoint: restore, so a caller's transaction keeps its planner.
-        # (On an error the savepoint's rollback undoes it.)
+        # SET LOCAL outlives a released savepoint: put the session's settings back for the rest of a
+        # caller's transaction. (On an error the savepoint's rollback undoes it anyway.)
         cursor.execute("SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT")
         return found
 

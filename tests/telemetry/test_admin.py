@@ -158,3 +158,67 @@ def test_the_agent_list_runs_a_bounded_number_of_queries(client, superuser, paym
         response = client.get("/admin/telemetry/agent/")
     assert response.status_code == 200
     assert Agent.objects.count() == 30
+
+
+def test_list_filters_offer_only_the_persons_own_departments_and_teams(client, engineer, fleet, research):
+    factories.team(research, "secret-lab")
+    client.force_login(engineer)
+    for url in ("/admin/telemetry/agent/", "/admin/telemetry/deployment/", "/admin/telemetry/team/"):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert b"Research" not in response.content, url
+        assert b"Secret-Lab" not in response.content, url
+
+
+def test_an_owner_is_chosen_among_the_persons_departments(client, manager, engineer, outsider, fleet):
+    client.force_login(manager)
+    form = client.get(f"/admin/telemetry/agent/{fleet['support'].pk}/change/")
+    assert f'value="{engineer.pk}"'.encode() in form.content
+    assert f'value="{outsider.pk}"'.encode() not in form.content
+    agent = fleet["support"]
+    response = client.post(
+        f"/admin/telemetry/agent/{agent.pk}/change/",
+        {
+            "slug": agent.slug,
+            "name": agent.name,
+            "department": agent.department_id,
+            "team": "",
+            "owner": outsider.pk,
+            "intent_category": "",
+            "description": "",
+            "endpoint_url": "",
+            "capacities-TOTAL_FORMS": "0",
+            "capacities-INITIAL_FORMS": "0",
+            "deployments-TOTAL_FORMS": "0",
+            "deployments-INITIAL_FORMS": "0",
+        },
+    )
+    assert b"Select a valid choice" in response.content
+    agent.refresh_from_db()
+    assert agent.owner is None
+
+
+def test_role_and_superuser_changes_are_audited(client, superuser, viewer):
+    from django.contrib.auth.models import Group
+
+    client.force_login(superuser)
+    engineers = Group.objects.get(name="engineers")
+    response = client.post(
+        f"/admin/auth/user/{viewer.pk}/change/",
+        {
+            "username": viewer.username,
+            "is_active": "on",
+            "is_staff": "on",
+            "groups": [engineers.pk],
+            "last_login_0": "",
+            "last_login_1": "",
+            "date_joined_0": "2026-11-01",
+            "date_joined_1": "10:00:00",
+            "initial-date_joined_0": "2026-11-01",
+            "initial-date_joined_1": "10:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content[:3000]
+    entries = LogEntry.objects.get_for_object(viewer)
+    assert any(entry.actor == superuser and "groups" in entry.changes_dict for entry in entries)
+    assert all("password" not in entry.changes_dict for entry in entries)

@@ -103,6 +103,26 @@ def test_a_deployment_with_a_bad_environment_is_refused(api, engineer, fleet):
     assert "environment" in response.json()
 
 
+def test_a_viewer_cannot_report_deployments_even_with_an_ingest_token(api, viewer, fleet):
+    Deployment.objects.create(agent=fleet["support"], environment="production", version="2.0.0")
+    response = client_for(api, viewer, ["ingest"]).post(
+        "/api/v1/deployments",
+        {"agent": "support-bot", "environment": "production", "version": "2.0.0", "notes": "rolled back"},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert Deployment.objects.get().notes == ""
+
+
+def test_a_reported_deployment_is_audited_with_the_token_owner(api, engineer, fleet):
+    from auditlog.models import LogEntry
+
+    client_for(api, engineer, ["ingest"]).post(
+        "/api/v1/deployments", {"agent": "support-bot", "environment": "production", "version": "3"}, format="json"
+    )
+    assert LogEntry.objects.get_for_object(Deployment.objects.get()).get().actor == engineer
+
+
 def test_a_read_token_cannot_report_deployments(api, engineer, fleet):
     response = client_for(api, engineer, ["read"]).post(
         "/api/v1/deployments", {"agent": "support-bot", "environment": "production", "version": "1"}, format="json"
@@ -137,6 +157,8 @@ def test_a_foreign_or_malformed_trace_id_answers_404(api, ingest_api, outsider, 
     client = client_for(api, outsider, ["read"])
     assert client.get(f"/api/v1/traces/{rec['trace_id']}").status_code == 404
     assert client.get("/api/v1/traces/not-an-id").status_code == 404
+    # bytes.fromhex would skip the spaces and hand a short id to the database.
+    assert client.get("/api/v1/traces/4bf92f3577b34da6a3ce929d0e0e%2047%20").status_code == 404
 
 
 def test_the_openapi_schema_documents_ingest(api):

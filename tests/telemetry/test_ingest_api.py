@@ -6,6 +6,7 @@ import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import orjson
 import pytest
 from django.test import override_settings
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.django_db
 
 
 def post(client, payload, *, content_type="application/json", **extra):
-    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    # msgspec encodes what orjson refuses (integers beyond 64 bits), as a sender might.
+    body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
     return client.generic("POST", URL, body, content_type=content_type, **extra)
 
 
@@ -160,6 +162,18 @@ NOW = datetime.now(UTC)
             "string",
         ),
         ({"model": {"name": "gpt"}}, "model", "string"),
+        ({"environment": []}, "environment", "production, staging, development"),
+        ({"status": ["ok"]}, "status", "ok, error, timeout"),
+        ({"status": "error", "error_type": {}}, "error_type", "Must be one of"),
+        ({"dependencies": [{"name": "db", "kind": [], "duration_ms": 1}]}, "dependencies[0].kind", "llm, db"),
+        (
+            {"dependencies": [{"name": "db", "kind": "db", "duration_ms": 1, "status": ["x"]}]},
+            "dependencies[0].status",
+            "ok or error",
+        ),
+        ({"started_at": "9999-12-31T23:59:59-01:00"}, "started_at", "RFC 3339"),
+        ({"started_at": "2026-W48-4T11:59:00Z"}, "started_at", "RFC 3339"),
+        ({"attributes": {"huge": 10**23}}, "attributes.huge", "64-bit"),
     ],
 )
 def test_each_bad_field_is_refused_with_its_reason(ingest_api, support_bot, overrides, field, reason_part):
@@ -306,7 +320,7 @@ def test_records_for_another_departments_agent_are_refused(ingest_api, research,
     assert response.json()["rejected"] == [
         {
             "index": 0,
-            "errors": {"agent": ["Agent 'lab-bot' belongs to a department outside this token's scope."]},
+            "errors": {"agent": ["Agent 'lab-bot' is not one this token may write to."]},
         }
     ]
     assert not Trace.objects.filter(agent__slug="lab-bot").exists()
@@ -341,7 +355,16 @@ def test_a_new_agent_in_a_department_outside_the_scope_is_refused(ingest_api, re
 def test_a_new_agent_in_an_unknown_department_is_refused(ingest_api, payments):
     response = post(ingest_api, {"traces": [factories.record(agent="lost", department="nowhere")]})
     assert response.status_code == 400
-    assert response.json()["rejected"][0]["errors"]["agent"] == ["Unknown department 'nowhere' for new agent 'lost'."]
+    assert response.json()["rejected"][0]["errors"]["agent"] == [
+        "Department 'nowhere' does not exist or is outside this token's scope."
+    ]
+
+
+def test_an_unknown_and_a_foreign_department_get_the_same_answer(ingest_api, research):
+    foreign = post(ingest_api, {"traces": [factories.record(agent="a-bot", department="research")]})
+    unknown = post(ingest_api, {"traces": [factories.record(agent="b-bot", department="nowhere")]})
+    reasons = [r.json()["rejected"][0]["errors"]["agent"][0] for r in (foreign, unknown)]
+    assert reasons[0].replace("research", "X") == reasons[1].replace("nowhere", "X")
 
 
 def test_a_record_without_intent_takes_the_agents_intent(ingest_api, support_bot):
@@ -386,3 +409,10 @@ def test_registering_an_agent_is_audited_with_the_senders_name(ingest_api, engin
     entry = LogEntry.objects.get_for_object(Agent.objects.get(slug="new-bot")).get()
     assert entry.action == LogEntry.Action.CREATE
     assert entry.actor == engineer
+
+
+def test_zero_padding_after_a_gzip_body_is_tolerated(ingest_api, support_bot):
+    body = gzip.compress(orjson.dumps({"traces": [factories.record()]})) + b"\x00" * 512
+    response = post(ingest_api, body, HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1

@@ -775,7 +775,7 @@ def test_an_agent_of_another_department_is_refused(ingest_api, support_bot, rese
     tree.add("x", 1, 2, parent=root)
     partial = result(post(ingest_api, export(*tree.spans))).partial_success
     assert partial.rejected_spans == 2
-    assert "agent: Agent 'lab-bot' belongs to a department outside this token's scope." in partial.error_message
+    assert "agent: Agent 'lab-bot' is not one this token may write to." in partial.error_message
     assert not Trace.objects.exists()
 
 
@@ -1137,3 +1137,88 @@ def test_looking_up_stored_traces_leaves_the_callers_planner_settings_alone(db):
         stored_trace_ids(["ab" * 16], today, today)
         cursor.execute("SHOW enable_seqscan")
         assert cursor.fetchone()[0] == "on"
+
+
+def _api_for(person, scopes=("ingest",)):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {factories.token(person, list(scopes))}")
+    return client
+
+
+def _injected(tree: Tree, parent: Span) -> Span:
+    return tree.add(
+        "execute_tool injected",
+        100,
+        5,
+        parent=parent,
+        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "injected", "perfops.phase": "pwned"},
+        kind=CLIENT,
+    )
+
+
+def test_another_departments_waiting_child_does_not_join_a_trace(ingest_api, support_bot, outsider):
+    tree = Tree()
+    root, *children = agent_trace(tree)
+    # Trace ids travel in traceparent headers: an outsider can know one and post a child first.
+    result(post(_api_for(outsider), export(_injected(tree, root))))
+    result(post(ingest_api, export(root, *children)))
+
+    trace = Trace.objects.get()
+    assert "pwned" not in trace.phases
+    assert "injected" not in {call["name"] for call in trace.dependencies}
+    assert not PendingSpan.objects.exists()
+
+
+def test_another_departments_late_child_is_discarded_by_the_sweeper(ingest_api, support_bot, outsider):
+    tree = Tree()
+    spans = agent_trace(tree)
+    result(post(ingest_api, export(*spans)))
+    result(post(_api_for(outsider), export(_injected(tree, spans[0]))))
+
+    assert sweep_pending_spans() == {"traces_updated": 0, "spans_merged": 0, "spans_discarded": 1, "orphans_expired": 0}
+    assert "pwned" not in Trace.objects.get().phases
+
+
+def test_a_colleague_may_send_part_of_a_trace(ingest_api, support_bot, manager):
+    # Another service of the same department, exporting with its own token.
+    tree = Tree()
+    root, *children = agent_trace(tree)
+    result(post(_api_for(manager), export(*children)))
+    result(post(ingest_api, export(root)))
+    assert Trace.objects.get().dependencies == EXPECTED_DEPENDENCIES
+
+
+def test_an_odd_child_name_does_not_cost_the_trace(ingest_api, support_bot):
+    tree = Tree()
+    root, *children = agent_trace(tree)
+    odd = tree.add(
+        "execute_tool search",
+        200,
+        10,
+        parent=root,
+        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search\nweb"},
+        kind=CLIENT,
+    )
+    response = result(post(ingest_api, export(root, *children, odd)))
+    assert not response.HasField("partial_success")
+    assert "search web" in {call["name"] for call in Trace.objects.get().dependencies}
+
+
+def test_an_invalid_phase_name_refuses_only_that_child(ingest_api, support_bot):
+    tree = Tree()
+    root, *children = agent_trace(tree)
+    odd = tree.add("odd", 200, 10, parent=root, attributes={"perfops.phase": "Not A Phase"})
+    response = result(post(ingest_api, export(root, *children, odd)))
+    assert response.partial_success.rejected_spans == 1
+    assert "perfops.phase" in response.partial_success.error_message
+    assert Trace.objects.get().phases == {"auth": 12.0, "preprocess": 40.5, "llm": 700.0, "postprocess": 30.0}
+
+
+def test_an_operation_name_that_is_not_text_is_ignored(ingest_api, support_bot):
+    tree = Tree()
+    root, *children = agent_trace(tree)
+    odd = tree.add("odd", 200, 10, parent=root, attributes={"gen_ai.operation.name": ["chat"]}, kind=CLIENT)
+    assert post(ingest_api, export(root, *children, odd)).status_code == 200
+    assert Trace.objects.get().dependencies == EXPECTED_DEPENDENCIES

@@ -96,6 +96,6 @@ def _gunzip_bounded(data: bytes, max_bytes: int) -> bytes:
         except zlib.error as exc:
             raise IngestError(400, f"The body is not valid gzip ({exc}).") from None
         remaining = inflater.unused_data
-    if not out and not data:
-        return b""
+        if remaining and not remaining.strip(b"\x00"):
+            break  # zero padding after the last member (tar-style writers add it): not another member
     return b"".join(out)

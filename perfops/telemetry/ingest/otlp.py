@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -39,13 +40,16 @@ from perfops.telemetry.ingest.records import (
     MAX_ATTRIBUTES,
     MAX_DEPENDENCIES,
     MAX_DEPENDENCY_NAME,
+    MAX_MODEL_LEN,
     MAX_PHASES,
+    MAX_TOKENS,
+    PHASE_NAME,
     TraceRecord,
     Window,
     validate_record,
 )
-from perfops.telemetry.ingest.store import store_records
-from perfops.telemetry.models import PendingSpan, Trace
+from perfops.telemetry.ingest.store import may_write, store_records
+from perfops.telemetry.models import Agent, PendingSpan, Trace
 from perfops.telemetry.partitions import ensure_partitions, stored_trace_ids
 
 if TYPE_CHECKING:
@@ -322,19 +326,27 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _printable(text: str, limit: int) -> str:
+    """One line of at most `limit` characters: a child's odd name must not cost its whole trace."""
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else " " for char in text)
+    return text[:limit]
+
+
 def _count(value: object) -> int | None:
-    """A token count; values that are not whole numbers are ignored rather than refusing the trace."""
-    if type(value) is int:
-        return value
+    """A token count; values that are not whole, non-negative numbers in range are ignored rather than
+    refusing the trace."""
     if type(value) is float and value.is_integer():
-        return int(value)
+        value = int(value)
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
     return None
 
 
 def reduce_child(span: OtlpSpan) -> ChildSpan:
     """What a descendant span contributes: a call (by the GenAI, database and HTTP conventions), a phase, or both."""
     attributes = span.attributes
-    operation = attributes.get("gen_ai.operation.name")
+    operation = _text(attributes.get("gen_ai.operation.name"))  # an array or map names no operation
     error = _text(attributes.get("error.type")) or span.status_message
     child = ChildSpan(
         span_id=span.span_id,
@@ -367,7 +379,8 @@ def reduce_child(span: OtlpSpan) -> ChildSpan:
         child.name = _text(attributes.get("server.address")) or _url_host(attributes) or span.name
     if child.kind and not child.name:
         child.name = child.kind
-    child.name = child.name[:MAX_DEPENDENCY_NAME]
+    child.name = _printable(child.name, MAX_DEPENDENCY_NAME)
+    child.model = _printable(child.model, MAX_MODEL_LEN)
     return child
 
 
@@ -415,6 +428,11 @@ def add_children(
     tolerance = _tolerance_ns(end_ns - start_ns)
     for child in sorted(children, key=lambda c: (c.start_ns, c.span_id)):
         if not child.kind and not child.phase:
+            continue
+        if child.phase and not PHASE_NAME.fullmatch(child.phase):
+            refused.append(
+                Refusal(child.span_id, "perfops.phase must be 1-32 lowercase letters, digits, '_', '-' or '.'.")
+            )
             continue
         if child.start_ns < start_ns - tolerance or child.end_ns > end_ns + tolerance:
             # A call the agent did not wait for (or a skewed clock): it is not part of the request's latency.
@@ -544,13 +562,18 @@ class Mapped:
     refused_children: list[Refusal] = field(default_factory=list)
 
 
-def map_trace(span: OtlpSpan, children: Sequence[ChildSpan]) -> Mapped:
-    """Map a trace span and its descendants to the record that the JSON API takes."""
+def agent_of(span: OtlpSpan) -> tuple[str, str]:
+    """The attribute that names the trace's agent, and the agent's slug ('' when none does)."""
     agent_key, agent_value = next(
         ((key, span.attributes[key]) for key in ("gen_ai.agent.id", "gen_ai.agent.name") if span.attributes.get(key)),
         ("service.name", span.resource.get("service.name")),
     )
-    agent = slugify(_text(agent_value))
+    return agent_key, slugify(_text(agent_value))
+
+
+def map_trace(span: OtlpSpan, children: Sequence[ChildSpan]) -> Mapped:
+    """Map a trace span and its descendants to the record that the JSON API takes."""
+    agent_key, agent = agent_of(span)
     environment, problem = _environment(span)
     if not agent:
         problem = (problem + " " if problem else "") + (
@@ -682,6 +705,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
     tops = {trace_id: top for trace_id, group in groups.items() if (top := trace_span_of(group)) is not None}
     stored = _stored_trace_ids(list(tops.values()))
     waiting = _load_pending([trace_id for trace_id in tops if trace_id not in stored])
+    foreign = _drop_foreign_children(waiting, tops, user)
     limits = settings.PERFOPS
     window = Window.around(timezone.now(), limits["RAW_RETENTION_DAYS"], limits["INGEST_MAX_FUTURE_S"])
 
@@ -696,7 +720,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
         pending = waiting.get(trace_id, {})
         parents = {span.span_id: span.parent_id for span in group if span is not top}
         batch_ids = parents.keys() | {top.span_id}
-        for span_id, (_, child) in pending.items():
+        for span_id, (_, child, _) in pending.items():
             parents.setdefault(span_id, child.parent_id)
         placed = place(parents, top.span_id, top.parent_id)
         unknown = [span for span in group if placed.get(span.span_id) == UNKNOWN]
@@ -708,7 +732,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
         children = [reduce_child(span) for span in group if placed.get(span.span_id) == DESCENDANT]
         children += [
             child
-            for span_id, (_, child) in pending.items()
+            for span_id, (_, child, _) in pending.items()
             if placed[span_id] == DESCENDANT and span_id not in batch_ids
         ]
         mapped = map_trace(top, children)
@@ -717,7 +741,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
             record, errors = validate_record(mapped.record, len(records), window)
             if record is not None:
                 records.append(record)
-                used = [pk for span_id, (pk, _) in pending.items() if placed[span_id] != UNKNOWN]
+                used = [pk for span_id, (pk, _, _) in pending.items() if placed[span_id] != UNKNOWN]
                 plans.append(_Plan(top, len(group), mapped.refused_children, used, unknown))
                 continue
             reason = _describe(errors)
@@ -730,7 +754,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
     with transaction.atomic():
         result = store_records(records, user)
         refused_by_store = {item["index"]: _describe(item["errors"]) for item in result.rejected}
-        consumed: list[int] = []
+        consumed: list[int] = list(foreign)
         for index, plan in enumerate(plans):
             if index in refused_by_store:
                 outcome.refusals.append(_trace_refusal(plan.top, refused_by_store[index], plan.batch_spans))
@@ -740,7 +764,7 @@ def ingest(request: ExportTraceServiceRequest, user: AbstractBaseUser | Anonymou
             to_wait.extend(plan.unknown)
         for chunk in _chunks(sorted(consumed)):
             PendingSpan.objects.filter(pk__in=chunk).delete()
-        _save_pending(to_wait)
+        _save_pending(to_wait, user)
     return outcome
 
 
@@ -769,20 +793,61 @@ def _stored_trace_ids(tops: Sequence[OtlpSpan]) -> set[str]:
     return stored_trace_ids((top.trace_id for top in tops), oldest.date(), newest.date())
 
 
-def _load_pending(trace_ids: Sequence[str]) -> dict[str, dict[str, tuple[int, ChildSpan]]]:
-    """Children waiting for the given traces: trace id -> span id -> (row id, child)."""
-    waiting: dict[str, dict[str, tuple[int, ChildSpan]]] = {}
+Waiting = dict[str, dict[str, tuple[int, ChildSpan, int | None]]]
+
+
+def _load_pending(trace_ids: Sequence[str]) -> Waiting:
+    """Children waiting for the given traces: trace id -> span id -> (row id, child, sender id)."""
+    waiting: Waiting = {}
     for chunk in _chunks(sorted(trace_ids)):
-        rows = PendingSpan.objects.filter(trace_id__in=chunk).values_list("pk", "trace_id", "span_id", "span")
-        for pk, trace_id, span_id, data in rows:
-            waiting.setdefault(trace_id.hex, {})[span_id] = (pk, ChildSpan.from_json(span_id, data))
+        rows = PendingSpan.objects.filter(trace_id__in=chunk).values_list(
+            "pk", "trace_id", "span_id", "span", "sender_id"
+        )
+        for pk, trace_id, span_id, data, sender_id in rows:
+            waiting.setdefault(trace_id.hex, {})[span_id] = (pk, ChildSpan.from_json(span_id, data), sender_id)
     return waiting
 
 
-def _save_pending(spans: Sequence[OtlpSpan]) -> None:
+def _drop_foreign_children(
+    waiting: Waiting, tops: Mapping[str, OtlpSpan], user: AbstractBaseUser | AnonymousUser
+) -> list[int]:
+    """Remove the children sent by someone who may not write to their trace's agent; return their row ids.
+
+    A trace id is not a secret (it travels in traceparent headers), so without this anyone with an
+    ingest token could add calls and phases to another department's traces.
+    """
+    others = {sender for spans in waiting.values() for _, _, sender in spans.values() if sender != user.pk}
+    if not others:
+        return []
+    known = {sender for sender in others if sender is not None}
+    senders = {person.pk: person for person in get_user_model().objects.filter(pk__in=known, is_active=True)}
+    slugs = {trace_id: agent_of(tops[trace_id])[1] for trace_id in waiting}
+    departments = dict(Agent.objects.filter(slug__in=set(slugs.values())).values_list("slug", "department_id"))
+    dropped = []
+    for trace_id, spans in waiting.items():
+        department_id = departments.get(slugs[trace_id])  # None: a new agent, joined by its own sender only
+        for span_id, (pk, _, sender) in list(spans.items()):
+            if sender == user.pk:
+                continue
+            person = senders.get(sender) if sender is not None else None
+            if person is None or department_id is None or not may_write(person, department_id):
+                del spans[span_id]
+                dropped.append(pk)
+    if dropped:
+        logger.warning("dropped %d waiting OTLP spans sent by someone who may not write to their trace", len(dropped))
+    return dropped
+
+
+def _save_pending(spans: Sequence[OtlpSpan], user: AbstractBaseUser | AnonymousUser) -> None:
+    sender = user if user.is_authenticated else None
     # Sorted, so two requests adding the same spans take their locks in one order.
     rows = [
-        PendingSpan(trace_id=uuid.UUID(hex=span.trace_id), span_id=span.span_id, span=reduce_child(span).to_json())
+        PendingSpan(
+            trace_id=uuid.UUID(hex=span.trace_id),
+            span_id=span.span_id,
+            span=reduce_child(span).to_json(),
+            sender=sender,  # type: ignore[misc]
+        )
         for span in sorted(spans, key=lambda s: (s.trace_id, s.span_id))
     ]
     # A retried request sends the same spans again: the unique (trace_id, span_id) keeps one.
@@ -839,6 +904,7 @@ def sweep_pending(now: datetime | None = None) -> SweepResult:
 _TRACE_FIELDS = (
     "trace_id",
     "agent__slug",
+    "agent__department_id",
     "environment",
     "version",
     "intent",
@@ -864,7 +930,7 @@ def _merge_late_children(trace_id: uuid.UUID, result: SweepResult) -> None:
             PendingSpan.objects.select_for_update(skip_locked=True)
             .filter(trace_id=trace_id)
             .order_by("span_id")
-            .values_list("pk", "span_id", "span")
+            .values_list("pk", "span_id", "span", "sender_id")
         )
         if not rows:
             return
@@ -876,13 +942,15 @@ def _merge_late_children(trace_id: uuid.UUID, result: SweepResult) -> None:
             .values(*_TRACE_FIELDS)
             .first()
         )
-        if trace is None:  # deleted by retention meanwhile; the rows expire with the orphans
+        if trace is None:  # gone meanwhile (its day dropped); the rows expire with the orphans
             return
         # started_at is stored to the microsecond: a late call's offset may differ by up to 1 µs
         # from what ingest would have computed with the root span at hand.
         start_ns = _as_ns(trace["started_at"])
         end_ns = start_ns + round(trace["latency_ms"] * 1e6)
-        children = [ChildSpan.from_json(span_id, data) for _, span_id, data in rows]
+        allowed = _senders_allowed({sender for *_, sender in rows}, trace["agent__department_id"])
+        children = [ChildSpan.from_json(span_id, data) for _, span_id, data, sender in rows if sender in allowed]
+        foreign = len(rows) - len(children)
         existing = trace["dependencies"]
         # A retried export can bring back a span that an earlier sweep merged: never count a call twice.
         fresh = [
@@ -892,21 +960,27 @@ def _merge_late_children(trace_id: uuid.UUID, result: SweepResult) -> None:
         ]
         phases, dependencies = dict(trace["phases"]), list(existing)
         refused = add_children(start_ns, end_ns, fresh, phases, dependencies)
-        discarded = len(children) - len(fresh) + len(refused)
+        discarded = foreign + len(children) - len(fresh) + len(refused)
         if phases != trace["phases"] or dependencies != existing:
             record, errors = validate_record(_stored_record(trace, phases, dependencies), 0, _ANY_TIME)
             if record is None:
                 logger.warning("late OTLP spans do not fit trace %s: %s", trace_id.hex, _describe(errors))
-                discarded = len(children)
+                discarded = len(rows)
             else:
                 # received_at moves so that the rollup sees late data and recomputes the trace's minute.
                 Trace.objects.filter(trace_id=trace_id, started_at=trace["started_at"]).update(
                     phases=record.phases, dependencies=record.dependencies, received_at=Now()
                 )
                 result.traces_updated += 1
-        PendingSpan.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
-    result.spans_merged += len(children) - discarded
+        PendingSpan.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
+    result.spans_merged += len(rows) - discarded
     result.spans_discarded += discarded
+
+
+def _senders_allowed(senders: set[int | None], department_id: int) -> set[int | None]:
+    """The senders (of late children) who may write to an agent of this department."""
+    people = get_user_model().objects.filter(pk__in={s for s in senders if s is not None}, is_active=True)
+    return {person.pk for person in people if may_write(person, department_id)}
 
 
 def _is_known(dependency: dict[str, Any], existing: Iterable[dict[str, Any]]) -> bool:

@@ -20,12 +20,12 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from perfops.telemetry.choices import DependencyKind, DependencyStatus, Environment, ErrorType, TraceStatus
+from perfops.telemetry.choices import SLUG_REGEX, DependencyKind, DependencyStatus, Environment, ErrorType, TraceStatus
 
 MAX_SHORT_TEXT = 64
 MAX_MODEL_LEN = 128
@@ -42,9 +42,13 @@ DEFAULT_VERSION = "unversioned"
 _ZERO_ID = "0" * 32
 _INT64 = (-(2**63), 2**63)
 
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_PHASE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+# A trace id as stored: 32 lowercase hex digits.
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+_SLUG = re.compile(SLUG_REGEX)
+# RFC 3339's shape (fromisoformat alone also takes ISO week dates and the basic format).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+PHASE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 
 ENVIRONMENTS = frozenset(Environment.values)
 STATUSES = frozenset(TraceStatus.values)
@@ -81,10 +85,10 @@ class Call(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One dependency call made while serving a request (stored as a JSON object)."""
 
     name: Annotated[str, Meta(min_length=1, max_length=MAX_DEPENDENCY_NAME)]
-    kind: Literal["llm", "db", "http", "tool"]
+    kind: DependencyKind
     start_ms: Annotated[float, Meta(ge=0)] = 0.0
     duration_ms: Annotated[float, Meta(ge=0)]
-    status: Literal["ok", "error"] = "ok"
+    status: DependencyStatus = DependencyStatus.OK
 
 
 class TraceRecord(msgspec.Struct, gc=False):
@@ -129,15 +133,12 @@ def parse_timestamp(value: object) -> datetime | None:
 
     RFC 3339 allows a lower-case 't' and 'z'; fractions beyond microseconds are truncated.
     """
-    if type(value) is not str or len(value) < 20 or len(value) > 40:
+    if type(value) is not str or len(value) < 20 or len(value) > 40 or not _RFC3339.fullmatch(value):
         return None
     try:
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
+        return datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. month 13, or year 9999 with a negative offset
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def slack_ms(latency_ms: float) -> float:
@@ -172,13 +173,13 @@ class _WireRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
     trace_id: Annotated[str, Meta(min_length=32, max_length=32)]
     agent: str
-    environment: Literal["production", "staging", "development"]
+    environment: Environment
     started_at: str
     latency_ms: Annotated[float, Meta(ge=0, le=MAX_LATENCY_MS)]
-    status: Literal["ok", "error", "timeout"]
+    status: TraceStatus
     version: Annotated[str, Meta(min_length=1, max_length=MAX_SHORT_TEXT)] = DEFAULT_VERSION
     intent: str = ""
-    error_type: Literal["timeout", "validation", "llm_error", "dependency_error", "rate_limited", "other"] | None = None
+    error_type: ErrorType | None = None
     phases: Annotated[dict[str, Annotated[float, Meta(ge=0)]], Meta(max_length=MAX_PHASES)] = {}
     dependencies: Annotated[list[Call], Meta(max_length=MAX_DEPENDENCIES)] = []
     model: Annotated[str, Meta(max_length=MAX_MODEL_LEN)] = ""
@@ -225,7 +226,7 @@ def decode_clean_batch(body: bytes, window: Window) -> list[TraceRecord] | None:
 def _from_wire(wire: _WireRecord, index: int, window: Window) -> TraceRecord | None:
     """The value rules a type cannot express, exactly as validate_record applies them."""
     trace_id = wire.trace_id.lower()
-    if trace_id == _ZERO_ID or not _HEX32.fullmatch(trace_id):
+    if trace_id == _ZERO_ID or not TRACE_ID.fullmatch(trace_id):
         return None
     if not (_is_slug(wire.agent) and _is_slug(wire.intent, empty_ok=True)):
         return None
@@ -236,24 +237,25 @@ def _from_wire(wire: _WireRecord, index: int, window: Window) -> TraceRecord | N
         return None
     if not (wire.version.isprintable() and wire.model.isprintable()):
         return None
+    status = wire.status.value  # plain strings in records, as validate_record makes them
     error_type: str
     if wire.error_type is None:
-        error_type = DEFAULT_ERROR_TYPE.get(wire.status, "")
-    elif wire.status == "ok":
+        error_type = DEFAULT_ERROR_TYPE.get(status, "")
+    elif status == TraceStatus.OK:
         return None
     else:
-        error_type = wire.error_type
+        error_type = wire.error_type.value
     latency_ms = wire.latency_ms
     limit = latency_ms + slack_ms(latency_ms)
     for name in wire.phases:
         if name not in _good_phases:
-            if not _PHASE.fullmatch(name):
+            if not PHASE_NAME.fullmatch(name):
                 return None
             _remember(_good_phases, name)
     if math.fsum(wire.phases.values()) > limit:
         return None
     for call in wire.dependencies:
-        if call.start_ms + call.duration_ms > limit or not call.name.isprintable() or math.isinf(call.start_ms):
+        if call.start_ms + call.duration_ms > limit or not call.name.isprintable():
             return None
     for key, value in wire.attributes.items():
         if not key.isprintable() or not _attribute_value_ok(value):
@@ -261,12 +263,12 @@ def _from_wire(wire: _WireRecord, index: int, window: Window) -> TraceRecord | N
     return TraceRecord(
         trace_id,
         wire.agent,
-        wire.environment,
+        wire.environment.value,
         wire.version,
         wire.intent,
         started_at,
         latency_ms,
-        wire.status,
+        status,
         error_type,
         wire.phases,
         wire.dependencies,
@@ -367,7 +369,7 @@ def validate_record(raw: object, index: int, window: Window) -> tuple[TraceRecor
             _add(errors, str(name)[:64], "Unknown field.")
 
     trace_id = raw.get("trace_id")
-    if type(trace_id) is not str or len(trace_id) != 32 or not _HEX32.fullmatch(trace_id := trace_id.lower()):
+    if type(trace_id) is not str or len(trace_id) != 32 or not TRACE_ID.fullmatch(trace_id := trace_id.lower()):
         _add(errors, "trace_id", "Must be 32 hexadecimal characters.")
         trace_id = ""
     elif trace_id == _ZERO_ID:
@@ -376,7 +378,7 @@ def validate_record(raw: object, index: int, window: Window) -> tuple[TraceRecor
     agent = _slug(raw.get("agent"), errors, "agent", required=True)
 
     environment = raw.get("environment")
-    if environment not in ENVIRONMENTS:
+    if type(environment) is not str or environment not in ENVIRONMENTS:
         _add(errors, "environment", "Must be one of production, staging, development.")
         environment = ""
 
@@ -415,7 +417,7 @@ def validate_record(raw: object, index: int, window: Window) -> tuple[TraceRecor
     slack = slack_ms(latency_ms)
 
     status = raw.get("status")
-    if status not in STATUSES:
+    if type(status) is not str or status not in STATUSES:
         _add(errors, "status", "Must be one of ok, error, timeout.")
         status = ""
     error_type = raw.get("error_type")
@@ -424,7 +426,7 @@ def validate_record(raw: object, index: int, window: Window) -> tuple[TraceRecor
     elif status == TraceStatus.OK:
         _add(errors, "error_type", "Only failed requests (status error or timeout) carry an error type.")
         error_type = ""
-    elif error_type not in ERROR_TYPES:
+    elif type(error_type) is not str or error_type not in ERROR_TYPES:
         _add(errors, "error_type", "Must be one of " + ", ".join(ErrorType.values) + ".")
         error_type = ""
 
@@ -498,7 +500,7 @@ def _phases(value: object, errors: Errors, latency_ms: float, slack: float) -> d
         if name in _good_phases and type(ms) is float and 0.0 <= ms < math.inf:
             phases[name] = ms
             continue
-        if not _PHASE.fullmatch(name):
+        if not PHASE_NAME.fullmatch(name):
             _add(
                 errors,
                 "phases",
@@ -538,7 +540,7 @@ def _dependencies(value: object, errors: Errors, latency_ms: float, slack: float
             continue
         name = _text(call.get("name"), errors, f"{key}.name", MAX_DEPENDENCY_NAME, required=True)
         kind = call.get("kind")
-        if kind not in DEPENDENCY_KINDS:
+        if type(kind) is not str or kind not in DEPENDENCY_KINDS:
             _add(errors, f"{key}.kind", "Must be one of llm, db, http, tool.")
         start = call.get("start_ms", 0)
         duration = call.get("duration_ms")
@@ -551,15 +553,23 @@ def _dependencies(value: object, errors: Errors, latency_ms: float, slack: float
             _add(errors, f"{key}.duration_ms", "Must be a finite, non-negative number of milliseconds.")
             duration = None
         status = call.get("status") or DependencyStatus.OK.value
-        if status not in DEPENDENCY_STATUSES:
+        if type(status) is not str or status not in DEPENDENCY_STATUSES:
             _add(errors, f"{key}.status", "Must be ok or error.")
-        if start is None or duration is None or kind not in DEPENDENCY_KINDS or status not in DEPENDENCY_STATUSES:
+        if start is None or duration is None or f"{key}.kind" in errors or f"{key}.status" in errors:
             continue
         start_ms, duration_ms = float(start), float(duration)
         if start_ms + duration_ms > limit and "latency_ms" not in errors:
             end_ms = start_ms + duration_ms
             _add(errors, key, f"The call ends at {end_ms:g} ms, after the request ended ({latency_ms:g} ms).")
-        calls.append(Call(name=name, kind=kind, start_ms=start_ms, duration_ms=duration_ms, status=status))  # type: ignore[arg-type]
+        calls.append(
+            Call(
+                name=name,
+                kind=DependencyKind(str(kind)),
+                start_ms=start_ms,
+                duration_ms=duration_ms,
+                status=DependencyStatus(str(status)),
+            )
+        )
     return calls
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers
 
-from perfops.telemetry.choices import DependencyKind, DependencyStatus, Environment, ErrorType, TraceStatus
+from perfops.telemetry.choices import SLUG_REGEX, DependencyKind, DependencyStatus, Environment, ErrorType, TraceStatus
 from perfops.telemetry.ingest import records as rules
 
-_SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_SLUG = rf"^{SLUG_REGEX}$"
 
 
 class DependencyCallIn(serializers.Serializer[dict[str, Any]]):
@@ -53,7 +54,11 @@ class TraceRecordIn(serializers.Serializer[dict[str, Any]]):
 
 
 class TraceBatchIn(serializers.Serializer[dict[str, Any]]):
-    traces = TraceRecordIn(many=True, help_text="1 to 5,000 records; at most 10 MiB after gzip decompression.")
+    traces = TraceRecordIn(
+        many=True,
+        help_text=f"1 to {settings.PERFOPS['INGEST_MAX_RECORDS']:,} records; at most "
+        f"{settings.PERFOPS['INGEST_MAX_BYTES'] / 1048576:g} MiB after gzip decompression.",
+    )
 
 
 class RejectedRecord(serializers.Serializer[dict[str, Any]]):

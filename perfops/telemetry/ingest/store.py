@@ -1,10 +1,11 @@
 """Store a validated batch: resolve (or register) agents, record new versions, insert traces.
 
-PostgreSQL: COPY straight into the partitioned trace table inside a savepoint. When that hits a
-trace already stored (a retried batch), the savepoint is rolled back and the batch goes through a
-temporary staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING, so duplicates are
-skipped without failing the batch; the common case pays for one COPY only. SQLite: INSERT OR
-IGNORE through executemany. Either way a batch is one transaction: when this returns, it is committed.
+PostgreSQL: one COPY straight into the partitioned trace table. When that meets a trace already
+stored (a retried batch), the transaction is rolled back and the batch is stored again through a
+temporary staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING, which skips exactly the
+stored ones; the common case pays for one COPY only. SQLite: INSERT OR IGNORE through executemany.
+Either way a batch is one transaction, committed when store_records returns (unless the caller
+holds a transaction of its own, as OTLP ingest does: then it commits with the caller's).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import msgspec
 from auditlog.context import set_actor
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
-from psycopg.errors import UniqueViolation
+from psycopg.errors import DeadlockDetected
 
 from perfops.access.scoping import department_ids_for
 from perfops.telemetry.ingest.records import TraceRecord
@@ -125,9 +126,10 @@ def store_records(
             # Some of these traces were stored before (a retried batch): do it again, skipping exactly those.
             dedupe = True
         except OperationalError as exc:
-            # Two batches racing on the same new agent or version can deadlock; retry once.
+            # Two batches holding some of the same new traces (or new agents, versions) in opposite
+            # orders deadlock; PostgreSQL aborts one, which tries once more.
             deadlocks += 1
-            if deadlocks > 1 or "deadlock" not in str(exc).lower():
+            if deadlocks > 1 or not isinstance(exc.__cause__, DeadlockDetected):
                 raise
             logger.warning("ingest batch deadlocked, retrying once")
         result = StoreResult()
@@ -140,6 +142,11 @@ def _may_write(user: AbstractBaseUser | AnonymousUser, department_id: int, unass
     """Ingest may write to its user's departments, and to agents nobody has assigned yet."""
     ids = department_ids_for(user)
     return ids is None or department_id in ids or department_id == unassigned_id
+
+
+def may_write(user: AbstractBaseUser | AnonymousUser, department_id: int) -> bool:
+    """Whether `user` may send telemetry for an agent of this department."""
+    return _may_write(user, department_id, _unassigned_department_id())
 
 
 def _resolve_agents(
@@ -155,7 +162,7 @@ def _resolve_agents(
         _register_agents(records, missing, user, Department.unassigned(), agents, refused)
     for slug, ref in agents.items():
         if slug not in refused and not _may_write(user, ref.department_id, unassigned_id):
-            refused[slug] = f"Agent '{slug}' belongs to a department outside this token's scope."
+            refused[slug] = f"Agent '{slug}' is not one this token may write to."
     for slug in refused:
         agents.pop(slug, None)
     return agents, refused
@@ -222,14 +229,10 @@ def _register_agents(
         )
     }
     for slug, record in sorted(first.items()):
-        department = unassigned
-        if record.department:
-            if record.department not in departments:
-                refused[slug] = f"Unknown department '{record.department}' for new agent '{slug}'."
-                continue
-            department = departments[record.department]
-        if not _may_write(user, department.pk, unassigned.pk):
-            refused[slug] = f"Department '{department.slug}' is outside this token's scope."
+        department: Department | None = departments.get(record.department) if record.department else unassigned
+        # One answer for "no such department" and "not yours": ingest must not reveal what exists.
+        if department is None or not _may_write(user, department.pk, unassigned.pk):
+            refused[slug] = f"Department '{record.department}' does not exist or is outside this token's scope."
             continue
         team = None
         if record.team:
@@ -343,16 +346,18 @@ def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *
     payload = b"\n".join(lines) + b"\n"
     if not dedupe:
         try:
+            # cursor.copy() is psycopg's own: wrap_database_errors turns its errors into Django's
+            # (IntegrityError, OperationalError), which the callers handle.
             with (
+                connection.wrap_database_errors,
                 connection.cursor() as cursor,
                 cursor.copy(f"COPY telemetry_trace ({_COPY_COLUMNS}) FROM STDIN") as copy,
             ):
                 copy.write(payload)
-        except (IntegrityError, UniqueViolation) as exc:
-            # COPY errors come straight from psycopg, not through Django's error wrapper.
+        except IntegrityError as exc:
             raise _Collision from exc
         return len(rows)
-    with connection.cursor() as cursor:
+    with connection.wrap_database_errors, connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS perfops_trace_staging "
             "(LIKE telemetry_trace INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
