@@ -12,6 +12,25 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
+def agent_form(agent, **fields):
+    """The agent change form as the admin posts it, with `fields` changed."""
+    return {
+        "slug": agent.slug,
+        "name": agent.name,
+        "department": agent.department_id,
+        "team": "",
+        "owner": "",
+        "intent_category": "",
+        "description": "",
+        "endpoint_url": "",
+        "capacities-TOTAL_FORMS": "0",
+        "capacities-INITIAL_FORMS": "0",
+        "deployments-TOTAL_FORMS": "0",
+        "deployments-INITIAL_FORMS": "0",
+        **fields,
+    }
+
+
 @pytest.fixture
 def fleet(payments, research):
     team = factories.team(payments, "checkout")
@@ -48,20 +67,7 @@ def test_a_manager_cannot_move_an_agent_into_a_foreign_department(client, manage
     agent = fleet["support"]
     response = client.post(
         f"/admin/telemetry/agent/{agent.pk}/change/",
-        {
-            "slug": agent.slug,
-            "name": agent.name,
-            "department": research.pk,
-            "team": "",
-            "owner": "",
-            "intent_category": "",
-            "description": "",
-            "endpoint_url": "",
-            "capacities-TOTAL_FORMS": "0",
-            "capacities-INITIAL_FORMS": "0",
-            "deployments-TOTAL_FORMS": "0",
-            "deployments-INITIAL_FORMS": "0",
-        },
+        agent_form(agent, department=research.pk),
     )
     assert response.status_code == 200  # the form comes back with an error
     assert b"Select a valid choice" in response.content
@@ -82,20 +88,7 @@ def test_an_admin_change_is_audited_with_the_actor_and_the_change(client, manage
     agent = fleet["support"]
     response = client.post(
         f"/admin/telemetry/agent/{agent.pk}/change/",
-        {
-            "slug": agent.slug,
-            "name": "Support Bot v2",
-            "department": agent.department_id,
-            "team": agent.team_id,
-            "owner": "",
-            "intent_category": "customer_support",
-            "description": "",
-            "endpoint_url": "",
-            "capacities-TOTAL_FORMS": "0",
-            "capacities-INITIAL_FORMS": "0",
-            "deployments-TOTAL_FORMS": "0",
-            "deployments-INITIAL_FORMS": "0",
-        },
+        agent_form(agent, name="Support Bot v2", team=agent.team_id, intent_category="customer_support"),
     )
     assert response.status_code == 302, response.content[:2000]
     entry = LogEntry.objects.get_for_object(agent).get(action=LogEntry.Action.UPDATE)
@@ -178,20 +171,7 @@ def test_an_owner_is_chosen_among_the_persons_departments(client, manager, engin
     agent = fleet["support"]
     response = client.post(
         f"/admin/telemetry/agent/{agent.pk}/change/",
-        {
-            "slug": agent.slug,
-            "name": agent.name,
-            "department": agent.department_id,
-            "team": "",
-            "owner": outsider.pk,
-            "intent_category": "",
-            "description": "",
-            "endpoint_url": "",
-            "capacities-TOTAL_FORMS": "0",
-            "capacities-INITIAL_FORMS": "0",
-            "deployments-TOTAL_FORMS": "0",
-            "deployments-INITIAL_FORMS": "0",
-        },
+        agent_form(agent, owner=outsider.pk),
     )
     assert b"Select a valid choice" in response.content
     agent.refresh_from_db()

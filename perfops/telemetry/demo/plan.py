@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -248,84 +249,79 @@ def _replace_versions(plan: FleetPlan, ae: int, specs: list[VersionSpec]) -> Non
 
 def _add_regressions(plan: FleetPlan, timeline: _Timeline) -> None:
     """The latency and the error-rate regressions, each fixed by the next version."""
-    before = plan.start_us - 3 * US_PER_DAY
-    slow = plan.agent_index(LATENCY_REGRESSION_AGENT)
-    source = "api" if reports_deploys(plan.agents[slow]) else "ingest"
-    regression_note = "Adds the customer's last 20 orders to the prompt context."
-    fix_note = "Trims the order history to the last 3 orders (fixes the 2.3.0 latency regression)."
-    schedule = {
-        PRODUCTION: (0.5, 0.75, US_PER_H // 2),
-        STAGING: (0.42, 0.7, US_PER_MIN),
-        DEVELOPMENT: (0.35, 0.65, US_PER_MIN),
-    }
-    for env, (regress_at, fix_at, ramp) in schedule.items():
-        ae = slow * len(ENVIRONMENTS) + env
-        specs = [
-            VersionSpec(ae, "2.2.4", before, source=source),
-            # The prompt grew: more input tokens, slower preprocessing and LLM calls.
-            VersionSpec(
-                ae,
-                "2.3.0",
-                timeline.at(regress_at),
-                ramp,
-                latency_factor=1.7,
-                token_factor=2.3,
-                source=source,
-                notes=regression_note,
-            ),
-            VersionSpec(ae, "2.3.1", timeline.at(fix_at), ramp, source=source, notes=fix_note),
-        ]
-        if env == DEVELOPMENT:
-            specs.append(VersionSpec(ae, "2.4.0", timeline.at(0.9), ramp, source=source))
-        _replace_versions(plan, ae, specs)
-    plan.scenarios.append(
-        Scenario(
-            "latency_regression",
-            LATENCY_REGRESSION_AGENT,
-            "production",
-            "p95 latency up ~60% (prompt grew), fixed by the next version",
-            versions=("2.2.4", "2.3.0", "2.3.1"),
-        )
+    _roll_out_regression(
+        plan,
+        timeline,
+        LATENCY_REGRESSION_AGENT,
+        versions=("2.2.4", "2.3.0", "2.3.1", "2.4.0"),
+        # The prompt grew: more input tokens, slower preprocessing and LLM calls.
+        effect={"latency_factor": 1.7, "token_factor": 2.3},
+        notes=(
+            "Adds the customer's last 20 orders to the prompt context.",
+            "Trims the order history to the last 3 orders (fixes the 2.3.0 latency regression).",
+        ),
+        schedule={
+            PRODUCTION: (0.5, 0.75, US_PER_H // 2),
+            STAGING: (0.42, 0.7, US_PER_MIN),
+            DEVELOPMENT: (0.35, 0.65, US_PER_MIN),
+        },
+        next_dev_at=0.9,
+        scenario=("latency_regression", "p95 latency up ~60% (prompt grew), fixed by the next version"),
+    )
+    _roll_out_regression(
+        plan,
+        timeline,
+        ERROR_REGRESSION_AGENT,
+        versions=("3.0.7", "3.1.0", "3.1.1", "3.2.0"),
+        # Strict JSON mode: the model's answer fails to parse ~4.5% more often.
+        effect={"error_add": 0.045, "error_type": E_LLM},
+        notes=(
+            "Switches the extraction prompt to strict JSON mode.",
+            "Retries a malformed JSON answer once (fixes the 3.1.0 error regression).",
+        ),
+        schedule={
+            PRODUCTION: (0.2, 0.45, US_PER_H // 3),
+            STAGING: (0.12, 0.42, US_PER_MIN),
+            DEVELOPMENT: (0.05, 0.38, US_PER_MIN),
+        },
+        next_dev_at=0.85,
+        scenario=("error_regression", "llm_error rate up ~4.5 points (malformed JSON), fixed by the next version"),
     )
 
-    failing = plan.agent_index(ERROR_REGRESSION_AGENT)
-    source = "api" if reports_deploys(plan.agents[failing]) else "ingest"
-    regression_note = "Switches the extraction prompt to strict JSON mode."
-    fix_note = "Retries a malformed JSON answer once (fixes the 3.1.0 error regression)."
-    schedule = {
-        PRODUCTION: (0.2, 0.45, US_PER_H // 3),
-        STAGING: (0.12, 0.42, US_PER_MIN),
-        DEVELOPMENT: (0.05, 0.38, US_PER_MIN),
-    }
+
+def _roll_out_regression(
+    plan: FleetPlan,
+    timeline: _Timeline,
+    slug: str,
+    *,
+    versions: tuple[str, str, str, str],
+    effect: dict[str, Any],
+    notes: tuple[str, str],
+    schedule: dict[int, tuple[float, float, int]],
+    next_dev_at: float,
+    scenario: tuple[str, str],
+) -> None:
+    """A good version, a regressing one (with `effect`), its fix; development then moves on again.
+
+    `schedule` gives per environment when the regression and the fix roll out (as fractions of the
+    history) and how long each roll-out ramps.
+    """
+    before = plan.start_us - 3 * US_PER_DAY
+    agent = plan.agent_index(slug)
+    source = "api" if reports_deploys(plan.agents[agent]) else "ingest"
+    good, bad, fixed, later = versions
     for env, (regress_at, fix_at, ramp) in schedule.items():
-        ae = failing * len(ENVIRONMENTS) + env
+        ae = agent * len(ENVIRONMENTS) + env
         specs = [
-            VersionSpec(ae, "3.0.7", before, source=source),
-            # Strict JSON mode: the model's answer fails to parse ~4.5% more often.
-            VersionSpec(
-                ae,
-                "3.1.0",
-                timeline.at(regress_at),
-                ramp,
-                error_add=0.045,
-                error_type=E_LLM,
-                source=source,
-                notes=regression_note,
-            ),
-            VersionSpec(ae, "3.1.1", timeline.at(fix_at), ramp, source=source, notes=fix_note),
+            VersionSpec(ae, good, before, source=source),
+            VersionSpec(ae, bad, timeline.at(regress_at), ramp, source=source, notes=notes[0], **effect),
+            VersionSpec(ae, fixed, timeline.at(fix_at), ramp, source=source, notes=notes[1]),
         ]
         if env == DEVELOPMENT:
-            specs.append(VersionSpec(ae, "3.2.0", timeline.at(0.85), ramp, source=source))
+            specs.append(VersionSpec(ae, later, timeline.at(next_dev_at), ramp, source=source))
         _replace_versions(plan, ae, specs)
-    plan.scenarios.append(
-        Scenario(
-            "error_regression",
-            ERROR_REGRESSION_AGENT,
-            "production",
-            "llm_error rate up ~4.5 points (malformed JSON), fixed by the next version",
-            versions=("3.0.7", "3.1.0", "3.1.1"),
-        )
-    )
+    name, summary = scenario
+    plan.scenarios.append(Scenario(name, slug, "production", summary, versions=(good, bad, fixed)))
 
 
 def _fails_with_department_api(agent: AgentSpec) -> bool:
