@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "auditlog",
     "perfops.access",
     "perfops.telemetry",
+    "perfops.metrics",
     "slos",
     "interventions",
 ]
@@ -199,6 +200,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "perfops.telemetry.tasks.ensure_trace_partitions",
         "schedule": 3600.0,
     },
+    # Dirty buckets settle for ROLLUP_SETTLE_S, then the next tick rolls them: a trace shows in the
+    # charts within settle + tick + the tick's own time (about 30 s).
+    "rollup-tick": {"task": "perfops.metrics.tasks.rollup_tick", "schedule": 10.0},
+    "apply-retention": {"task": "perfops.metrics.tasks.apply_retention", "schedule": 3600.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------
@@ -235,8 +240,15 @@ SPECTACULAR_SETTINGS = {
 
 # --- perfops ----------------------------------------------------------------------------------
 PERFOPS = {
-    # Raw traces older than this are refused at ingest; the day partitions are made for this window.
+    # Raw traces older than this are refused at ingest and dropped by retention (a day partition at a time).
     "RAW_RETENTION_DAYS": env_int("PERFOPS_RAW_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+    # Hourly and daily rollups are kept this long; 5-minute ones for days, 30-second ones for hours (the
+    # ranges that need them are recent; older ones read the next coarser grain).
+    "ROLLUP_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=36_500),
+    "ROLLUP_5M_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_5M_RETENTION_DAYS", 3, minimum=1, maximum=90),
+    "ROLLUP_30S_RETENTION_HOURS": env_int("PERFOPS_ROLLUP_30S_RETENTION_HOURS", 12, minimum=1, maximum=24 * 14),
+    # How long a dirty bucket waits for more traces before the rollup recomputes it (bounds re-reads).
+    "ROLLUP_SETTLE_S": env_int("PERFOPS_ROLLUP_SETTLE_S", 15, minimum=0, maximum=600),
     # Clock skew allowed for started_at in the future.
     "INGEST_MAX_FUTURE_S": env_int("PERFOPS_INGEST_MAX_FUTURE_S", 300, minimum=0, maximum=86_400),
     "INGEST_MAX_RECORDS": env_int("PERFOPS_INGEST_MAX_RECORDS", 5000, minimum=1, maximum=100_000),

@@ -34,6 +34,16 @@ class DependencyKind(models.TextChoices):
     TOOL = "tool", "Tool"
 
 
+class TimingKind(models.TextChoices):
+    """What a timing label names: a phase of the request, or a call of one dependency kind."""
+
+    PHASE = "phase", "Phase"
+    LLM = "llm", "LLM"
+    DB = "db", "Database"
+    HTTP = "http", "HTTP"
+    TOOL = "tool", "Tool"
+
+
 class DependencyStatus(models.TextChoices):
     OK = "ok", "OK"
     ERROR = "error", "Error"

@@ -131,3 +131,18 @@ def analyze_recent(days: Iterable[date]) -> list[date]:
             cursor.execute(f'ANALYZE "{partition_name(day)}"')
             done.append(day)
     return done
+
+
+def drop_partitions_before(day: date) -> list[date]:
+    """Drop the partitions of every day before `day` (retention); return the days dropped."""
+    if not is_partitioned():
+        return []
+    dropped = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('perfops.trace_partitions'))")
+        for old in sorted(d for d in existing_partition_days() if d < day):
+            cursor.execute(f'DROP TABLE IF EXISTS "{partition_name(old)}"')
+            dropped.append(old)
+    if dropped:
+        forget_known_partitions()
+    return dropped

@@ -24,7 +24,8 @@ def ensure_trace_partitions() -> int:
     if not partitions.is_partitioned():
         return 0
     today = timezone.now().date()
-    first = today - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"] + 1)
+    # The oldest day that can still hold an accepted trace (ingest refuses older ones; retention drops them).
+    first = today - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"])
     created = partitions.ensure_partitions_between(first, today + timedelta(days=DAYS_AHEAD))
     if created:
         logger.info("created %d trace partitions (%s .. %s)", len(created), created[0], created[-1])

@@ -23,9 +23,11 @@ from django.db import connection, transaction
 from django.db.models import ProtectedError, QuerySet
 from django.db.models.functions import Coalesce
 
+from perfops.telemetry import timings
 from perfops.telemetry.demo.fleet import DEPARTMENT_SLUGS, DEPARTMENTS, ENVIRONMENTS, AgentSpec
 from perfops.telemetry.demo.plan import FleetPlan, from_us
 from perfops.telemetry.demo.produce import NEVER, ChunkProducer, ChunkResult, init_worker, produce_in_worker
+from perfops.telemetry.demo.render import label_keys
 from perfops.telemetry.demo.traffic import History
 from perfops.telemetry.ingest.store import COLUMNS
 from perfops.telemetry.models import Agent, AgentCapacity, Department, Deployment, Team, Trace
@@ -80,6 +82,10 @@ def reset() -> None:
                 batch = agent_ids[first : first + 500]
                 marks = ", ".join(["%s"] * len(batch))
                 cursor.execute(f"DELETE FROM {TABLE} WHERE agent_id IN ({marks})", batch)  # noqa: S608
+        # Rollups are rebuilt from the remaining traces by the seed's catch-up (rollup rows hold no agent key).
+        cursor.execute("DELETE FROM metrics_rollup")
+        cursor.execute("DELETE FROM metrics_dirtybucket")
+        cursor.execute("UPDATE metrics_rollupstate SET coarse_through = NULL")
         try:
             Agent.objects.filter(pk__in=agent_ids).delete()
             Team.objects.filter(department__slug__in=DEPARTMENT_SLUGS).delete()
@@ -217,7 +223,9 @@ def load_history(
     # Workers need committed agents and their own connections: not inside a caller's transaction (tests).
     parallel = jobs > 0 and chunks > 2 and not connection.in_atomic_block
     connect = _worker_connect() if parallel and postgresql else None
-    args = (plan, total, chunk_size, agent_ids, "copy" if postgresql else "rows", watched, _COPY_SQL, connect)
+    # Label ids are made here, committed, before any worker renders a row that names them.
+    labels = timings.label_ids(label_keys(History(plan, total, chunk_size).model))
+    args = (plan, total, chunk_size, agent_ids, "copy" if postgresql else "rows", watched, _COPY_SQL, connect, labels)
     result = LoadResult()
     started = time.perf_counter()
     with contextlib.nullcontext() if postgresql else _sqlite_bulk_load():

@@ -50,9 +50,10 @@ class ChunkProducer:
         watched: set[int],
         copy_sql: str = "",
         connect: dict[str, Any] | None = None,
+        label_ids: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self.history = History(plan, total, chunk_size)
-        self.renderer = Renderer(self.history.model, agent_ids)
+        self.renderer = Renderer(self.history.model, agent_ids, label_ids)
         self.payload = payload
         self.watched = watched
         self.copy_sql = copy_sql

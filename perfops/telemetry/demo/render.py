@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from perfops.telemetry import timings
 from perfops.telemetry.demo.fleet import ARCHETYPES, ENVIRONMENTS, ERROR_TYPES, MAX_CALLS, PHASES, department
 from perfops.telemetry.demo.traffic import N_ENV, TraceColumns, TrafficModel
 
@@ -39,20 +40,45 @@ def _bits(mask: np.ndarray) -> np.ndarray:
     return (mask.astype(np.int64) << np.arange(mask.shape[1], dtype=np.int64)).sum(axis=1)
 
 
+def call_names(model: TrafficModel) -> list[list[tuple[str, str]]]:
+    """Each agent's calls as (name, kind), in the order of its archetype."""
+    out = []
+    for agent in model.plan.agents:
+        archetype = ARCHETYPES[agent.archetype]
+        api = department(agent.department).api
+        out.append([(c.name.replace("{model}", agent.model).replace("{api}", api), c.kind) for c in archetype.calls])
+    return out
+
+
+def label_keys(model: TrafficModel) -> set[tuple[str, str]]:
+    """Every timing label (kind, name) the fleet's traces use."""
+    keys = {("phase", name) for name in PHASES}
+    keys.update((kind, name) for names in call_names(model) for name, kind in names)
+    return keys
+
+
 class Renderer:
     """Formats TraceColumns for one plan; `agent_ids` maps slugs to database ids (not needed for records)."""
 
-    def __init__(self, model: TrafficModel, agent_ids: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        model: TrafficModel,
+        agent_ids: dict[str, int] | None = None,
+        label_ids: dict[tuple[str, str], int] | None = None,
+    ) -> None:
         self.model = model
         self.agent_ids = agent_ids or {}
+        self.label_ids = label_ids or {}
         self.intents = model.intents
-        self._calls: list[list[tuple[str, str]]] = []
-        for agent in model.plan.agents:
-            archetype = ARCHETYPES[agent.archetype]
-            api = department(agent.department).api
-            names = [(c.name.replace("{model}", agent.model).replace("{api}", api), c.kind) for c in archetype.calls]
-            self._calls.append(names)
+        self._calls = call_names(model)
         self._copy: dict[int, str] = {}
+        self._phase_labels = np.zeros(len(PHASES), dtype=np.uint32)
+        self._call_labels = np.zeros((len(self._calls), MAX_CALLS), dtype=np.uint32)
+        if self.label_ids:
+            self._phase_labels[:] = [self.label_ids[("phase", name)] for name in PHASES]
+            for a, names in enumerate(self._calls):
+                for j, key in enumerate(names[:MAX_CALLS]):
+                    self._call_labels[a, j] = self.label_ids[(key[1], key[0])]
         self._json: dict[int, tuple[str, str]] = {}
         self._fixed: dict[int, RowFields] = {}
 
@@ -127,7 +153,8 @@ class Renderer:
         tokens = "%d\t%d" if row.uses_llm else "\\N\t\\N" + _SKIP + _SKIP
         template = (
             f"%s\t{row.agent_id}\t{row.environment}\t{row.version}\t%s\t%s+00\t%s\t{row.status}\t"
-            f"{row.error_type}\t{phases}\t{calls}\t{row.model}\t{tokens}\t{'t' if row.cache_hit else 'f'}\tf\t%s\n"
+            f"{row.error_type}\t{phases}\t{calls}\t{row.model}\t{tokens}\t{'t' if row.cache_hit else 'f'}\tf\t%s\t"
+            "\\\\x%s\n"
         )
         self._copy[code] = template
         return template
@@ -168,7 +195,8 @@ class Renderer:
             self._copy_template(code)
         templates = self._copy
         ids, intents, stamps, numbers, tokens_in, tokens_out, attributes = self._columns(cols, iso=False)
-        rows = zip(ids, intents, stamps, *numbers, tokens_in, tokens_out, attributes, strict=True)
+        packed = [blob.hex() for blob in self.timings(cols)]
+        rows = zip(ids, intents, stamps, *numbers, tokens_in, tokens_out, attributes, packed, strict=True)
         return "".join([templates[code] % row for code, row in zip(codes.tolist(), rows, strict=True)])
 
     def _json_rows(self, cols: TraceColumns, *, iso: bool) -> list[tuple[Any, ...]]:
@@ -211,11 +239,35 @@ class Renderer:
             )
         return out
 
+    def timings(self, cols: TraceColumns) -> list[bytes]:
+        """Each row's packed timings (perfops.telemetry.timings), from the same rounded numbers as its JSON."""
+        n = len(cols)
+        phases = np.round(cols.phases, 1)
+        present_phase = ~np.isnan(phases)
+        durations = np.where(present_phase, phases, 0.0)
+        phase_start = np.cumsum(durations, axis=1) - durations
+        call_start = np.round(cols.call_start, 1)
+        call_duration = np.round(cols.call_duration, 1)
+        present_call = ~np.isnan(call_start)
+        agent_index = cols.ae // N_ENV
+        call_labels = self._call_labels[agent_index] | np.where(cols.call_error, timings.ERROR_BIT, 0).astype(np.uint32)
+        labels = np.concatenate([np.broadcast_to(self._phase_labels, (n, len(PHASES))), call_labels], axis=1)
+        present = np.concatenate([present_phase, present_call], axis=1)
+        entries = np.zeros(present.shape, dtype=timings.ENTRY)
+        entries["label"] = labels
+        entries["start_ms"] = np.concatenate([phase_start, np.nan_to_num(call_start)], axis=1)
+        entries["duration_ms"] = np.concatenate([durations, np.nan_to_num(call_duration)], axis=1)
+        data = entries[present].tobytes()  # row-major: each row's entries stay together, phases first
+        ends = np.cumsum(present.sum(axis=1), dtype=np.int64) * timings.ENTRY_SIZE
+        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if n else ends
+        return [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
     def sqlite_rows(self, cols: TraceColumns) -> list[tuple[Any, ...]]:
         """Rows as parameter tuples, in store.COLUMNS order."""
         out = []
-        for fixed, trace_id, intent, stamp, latency, phases, calls, t_in, t_out, attrs in self._json_rows(
-            cols, iso=False
+        packed = self.timings(cols)
+        for row_timings, (fixed, trace_id, intent, stamp, latency, phases, calls, t_in, t_out, attrs) in zip(
+            packed, self._json_rows(cols, iso=False), strict=True
         ):
             out.append(
                 (
@@ -236,6 +288,7 @@ class Renderer:
                     fixed.cache_hit,
                     False,
                     attrs,
+                    row_timings,
                 )
             )
         return out

@@ -33,6 +33,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from perfops.metrics.dirty import mark_dirty
+from perfops.telemetry import timings
 from perfops.telemetry.choices import DependencyKind, DependencyStatus, ErrorType, TraceStatus
 from perfops.telemetry.ingest.body import IngestError
 from perfops.telemetry.ingest.records import (
@@ -967,10 +969,16 @@ def _merge_late_children(trace_id: uuid.UUID, result: SweepResult) -> None:
                 logger.warning("late OTLP spans do not fit trace %s: %s", trace_id.hex, _describe(errors))
                 discarded = len(rows)
             else:
-                # received_at moves so that the rollup sees late data and recomputes the trace's minute.
-                Trace.objects.filter(trace_id=trace_id, started_at=trace["started_at"]).update(
-                    phases=record.phases, dependencies=record.dependencies, received_at=Now()
+                packed = timings.encode(
+                    record.phases,
+                    record.dependencies,
+                    timings.label_ids(timings.label_keys(record.phases, record.dependencies)),
                 )
+                Trace.objects.filter(trace_id=trace_id, started_at=trace["started_at"]).update(
+                    phases=record.phases, dependencies=record.dependencies, timings=packed, received_at=Now()
+                )
+                # The trace's rollup bucket is recomputed with the merged phases and calls.
+                mark_dirty([trace["started_at"]])
                 result.traces_updated += 1
         PendingSpan.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
     result.spans_merged += len(rows) - discarded

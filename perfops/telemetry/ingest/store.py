@@ -24,6 +24,8 @@ from django.utils import timezone
 from psycopg.errors import DeadlockDetected
 
 from perfops.access.scoping import department_ids_for
+from perfops.metrics.dirty import mark_dirty
+from perfops.telemetry import timings
 from perfops.telemetry.ingest.records import TraceRecord
 from perfops.telemetry.models import Agent, Department, Team
 from perfops.telemetry.partitions import ensure_partitions
@@ -52,6 +54,7 @@ COLUMNS = (
     "cache_hit",
     "profiled",
     "attributes",
+    "timings",
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
 # The COPY line puts the three JSON columns last, so they are encoded in one go.
@@ -72,6 +75,7 @@ def forget_ingest_memos() -> None:
     _known_deployments.clear()
     _agent_memo.clear()
     _unassigned_id = None
+    timings.forget_labels()
 
 
 def _unassigned_department_id() -> int:
@@ -121,6 +125,9 @@ def store_records(
                         result.rejected.append({"index": record.index, "errors": {"agent": [refused[record.agent]]}})
                 _upsert_deployments(rows, agents)
                 accepted = _insert_traces(rows, agents, dedupe=dedupe)
+                if accepted:
+                    # Last, so the rollup's claim on these buckets waits for this commit only briefly.
+                    mark_dirty([record.started_at for record in rows])
             break
         except _Collision:
             # Some of these traces were stored before (a retried batch): do it again, skipping exactly those.
@@ -303,9 +310,13 @@ def _insert_traces(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *, 
     """Insert the rows and return how many were new (the rest were already stored)."""
     if not rows:
         return 0
+    keys: set[timings.LabelKey] = set()
+    for r in rows:
+        keys.update(timings.label_keys(r.phases, r.dependencies))
+    packed = timings.encode_many([(r.phases, r.dependencies) for r in rows], timings.label_ids(keys))
     if connection.vendor == "postgresql":
-        return _copy_postgresql(rows, agents, dedupe=dedupe)
-    return _insert_sqlite(rows, agents)
+        return _copy_postgresql(rows, agents, packed, dedupe=dedupe)
+    return _insert_sqlite(rows, agents, packed)
 
 
 def _escape(text: str) -> str:
@@ -320,7 +331,9 @@ _encode_json = msgspec.json.Encoder().encode
 _NULL = "\\N"  # COPY text format's NULL
 
 
-def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *, dedupe: bool) -> int:
+def _copy_postgresql(
+    rows: Sequence[TraceRecord], agents: dict[str, AgentRef], packed: Sequence[bytes], *, dedupe: bool
+) -> int:
     """COPY the rows in. Plainly, unless `dedupe`: then through a staging table that skips stored ones.
 
     The plain COPY raises _Collision at the first stored trace, aborting the transaction; the
@@ -329,7 +342,7 @@ def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *
     dumps = _encode_json
     agent_ids = {slug: str(ref.id) for slug, ref in agents.items()}
     lines = []
-    for r in rows:
+    for r, blob in zip(rows, packed, strict=True):
         # Bytes throughout: the JSON comes as bytes from msgspec and goes to psycopg as bytes.
         blobs = dumps(r.phases) + b"\t" + dumps(r.dependencies) + b"\t" + dumps(r.attributes)
         if b"\\" in blobs:
@@ -340,7 +353,7 @@ def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *
             f"{r.status}\t{r.error_type}\t{_escape(r.model)}\t"
             f"{_NULL if r.input_tokens is None else r.input_tokens}\t"
             f"{_NULL if r.output_tokens is None else r.output_tokens}\t"
-            f"{'t' if r.cache_hit else 'f'}\t{'t' if r.profiled else 'f'}\t".encode()
+            f"{'t' if r.cache_hit else 'f'}\t{'t' if r.profiled else 'f'}\t\\\\x{blob.hex()}\t".encode()
             + blobs
         )
     payload = b"\n".join(lines) + b"\n"
@@ -373,9 +386,9 @@ def _copy_postgresql(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *
     return inserted
 
 
-def _insert_sqlite(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> int:
+def _insert_sqlite(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], packed: Sequence[bytes]) -> int:
     params = []
-    for r in rows:
+    for r, blob in zip(rows, packed, strict=True):
         agent = agents[r.agent]
         params.append(
             (
@@ -396,6 +409,7 @@ def _insert_sqlite(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> 
                 r.cache_hit,
                 r.profiled,
                 _encode_json(r.attributes).decode(),
+                blob,
             )
         )
     placeholders = ", ".join(["%s"] * len(COLUMNS))

@@ -1,0 +1,80 @@
+"""Rollup levels: the time grains and the pre-merged views, and how long each is kept."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+
+
+class Grain(models.IntegerChoices):
+    """The width of a rollup bucket, in seconds."""
+
+    S30 = 30, "30 seconds"
+    M5 = 300, "5 minutes"
+    H1 = 3600, "1 hour"
+    D1 = 86400, "1 day"
+
+
+BASE = Grain.S30
+# Coarser grains, each built from the one before it.
+COARSE = (Grain.M5, Grain.H1, Grain.D1)
+FINER = {Grain.M5: Grain.S30, Grain.H1: Grain.M5, Grain.D1: Grain.H1}
+
+
+class View(models.IntegerChoices):
+    """Which dimensions a rollup row keeps; every view also keeps environment, status, error type and tier."""
+
+    AGENT = 0, "Agent (agent, version, intent)"
+    FLEET = 1, "Fleet"
+    DEPARTMENT = 2, "Department"
+    TEAM = 3, "Team"
+    INTENT = 4, "Department and intent"
+
+
+# The dimensions each view keeps (besides environment, status, error_type, tier). The department is
+# kept by every view but the fleet one so that people scoped to departments read pre-merged rows too.
+# There is no version view: version strings belong to agents, so it would be as large as the agent
+# view; a version filter reads the agent view of the agents that have that version.
+VIEW_DIMS: dict[View, frozenset[str]] = {
+    View.FLEET: frozenset(),
+    View.DEPARTMENT: frozenset({"department"}),
+    View.TEAM: frozenset({"department", "team"}),
+    View.INTENT: frozenset({"department", "intent"}),
+    View.AGENT: frozenset({"department", "team", "agent", "version", "intent"}),
+}
+# Smallest first: the query layer reads the first view that keeps every dimension it needs.
+VIEWS_BY_SIZE = (View.FLEET, View.DEPARTMENT, View.TEAM, View.INTENT, View.AGENT)
+DERIVED_VIEWS = VIEWS_BY_SIZE[:-1]
+
+
+def retention(grain: int) -> timedelta:
+    """How long rows of a grain are kept: the finer, the shorter (the ranges that need them are recent)."""
+    limits = settings.PERFOPS
+    if grain == Grain.S30:
+        return timedelta(hours=limits["ROLLUP_30S_RETENTION_HOURS"])
+    if grain == Grain.M5:
+        return timedelta(days=limits["ROLLUP_5M_RETENTION_DAYS"])
+    return timedelta(days=limits["ROLLUP_RETENTION_DAYS"])
+
+
+def kept_from(grain: int, now: datetime) -> int:
+    """The epoch second from which rows of `grain` exist (aligned to the next coarser grain).
+
+    Before it, the grain's buckets are neither written nor read: the next coarser grain stands in,
+    computed straight from the raw traces where its own finer rows are gone.
+    """
+    if grain == Grain.D1 or grain == Grain.H1:
+        return floor_to(int((now - retention(grain)).timestamp()), Grain.D1)
+    coarser = Grain.M5 if grain == Grain.S30 else Grain.H1
+    start = max(int((now - retention(grain)).timestamp()), kept_from(coarser, now))
+    return ceil_to(start, coarser)
+
+
+def floor_to(epoch_s: int, width_s: int) -> int:
+    return epoch_s // width_s * width_s
+
+
+def ceil_to(epoch_s: int, width_s: int) -> int:
+    return -(-epoch_s // width_s) * width_s

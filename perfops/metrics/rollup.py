@@ -1,0 +1,396 @@
+"""The rollup: recompute buckets from raw traces and replace their rows; build coarser grains from finer.
+
+Two entry points share every step:
+- `tick()` (Celery beat, every few seconds): claims the dirty 30-second buckets that ingest marked
+  (perfops.metrics.dirty), recomputes each from the raw traces, then builds the 5-minute, hourly
+  and daily buckets that have closed or whose finer buckets changed.
+- `catch_up(since)` (`manage.py rollup --since`): recomputes a whole range, an hour slice at a time,
+  computing every grain of a slice from its raw traces in memory.
+
+A bucket is always recomputed and replaced in one transaction, never incremented, so a retried,
+doubled or killed run cannot count anything twice or lose it. Only one run writes at a time: it holds
+a lease on the RollupState row (a conditional update, renewed in every write transaction), so a
+run that lost its lease (it was too slow, or presumed dead) rolls back instead of writing stale rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from perfops.metrics import cells as cellmod
+from perfops.metrics.cells import Cells
+from perfops.metrics.levels import BASE, COARSE, DERIVED_VIEWS, FINER, Grain, View, ceil_to, floor_to, kept_from
+from perfops.metrics.models import DirtyBucket, RollupState
+from perfops.metrics.raw import read_traces
+from perfops.metrics.storage import delete_rows, insert_cells, read_cells
+
+logger = logging.getLogger(__name__)
+
+LEASE_S = 120
+# Base buckets recomputed per raw read (one hour), and per tick (a day's worth; the rest next tick).
+RUN_BUCKETS = 120
+TICK_BUCKETS = 2880
+# Catch-up aims at this many traces per slice (memory stays around a few hundred MB).
+SLICE_TRACES = 400_000
+
+
+class LeaseLost(Exception):
+    """Another run holds the rollup now; this one must not write."""
+
+
+@dataclass
+class RunResult:
+    """What a rollup run did."""
+
+    buckets: int = 0  # buckets recomputed from raw traces (30-second ones, or coarser where those are not kept)
+    coarse: int = 0  # 5-minute, hourly and daily buckets built from finer ones
+    traces: int = 0  # raw traces read
+    rows: int = 0  # rollup rows written
+    seconds: float = 0.0
+    skipped: str = ""  # why nothing was done
+    marks_left: int = 0  # dirty buckets still waiting (settling, or over this run's limit)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Write:
+    """Rows of one grain replacing every row of that grain in [start_s, end_s)."""
+
+    grain: int
+    start_s: int
+    end_s: int
+    parts: list[tuple[View, Cells]]
+    views: Sequence[int] = field(default_factory=lambda: [int(v) for v in View])
+
+
+class Lease:
+    """The right to write rollups, held on the RollupState row until `until` (renewed as work goes on)."""
+
+    def __init__(self, seconds: int = LEASE_S) -> None:
+        self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.seconds = seconds
+
+    def acquire(self) -> bool:
+        RollupState.get()
+        now = timezone.now()
+        free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=self.owner)
+        claimed = RollupState.objects.filter(free, pk=RollupState.SINGLETON).update(
+            lease_owner=self.owner, lease_until=now + timedelta(seconds=self.seconds)
+        )
+        return claimed == 1
+
+    def acquire_waiting(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.acquire():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def renew(self) -> None:
+        """Inside a write transaction: extend the lease, or raise LeaseLost (the row lock also orders writers)."""
+        now = timezone.now()
+        renewed = RollupState.objects.filter(
+            pk=RollupState.SINGLETON, lease_owner=self.owner, lease_until__gt=now
+        ).update(lease_until=now + timedelta(seconds=self.seconds))
+        if renewed != 1:
+            raise LeaseLost("the rollup lease expired or was taken over")
+
+    def release(self) -> None:
+        RollupState.objects.filter(pk=RollupState.SINGLETON, lease_owner=self.owner).update(
+            lease_owner="", lease_until=None
+        )
+
+
+def agent_homes() -> tuple[np.ndarray, np.ndarray]:
+    """Each agent's department and team (0: none), as arrays indexed by agent id."""
+    from perfops.telemetry.models import Agent
+
+    rows = list(Agent.objects.order_by().values_list("id", "department_id", "team_id"))
+    size = max((row[0] for row in rows), default=0) + 1
+    departments = np.zeros(size, dtype=np.int64)
+    teams = np.zeros(size, dtype=np.int64)
+    for pk, department_id, team_id in rows:
+        departments[pk] = department_id
+        teams[pk] = team_id or 0
+    return departments, teams
+
+
+def with_views(agent_cells: Cells) -> list[tuple[View, Cells]]:
+    """The agent view and every pre-merged view derived from it."""
+    return [(View.AGENT, agent_cells)] + [(view, agent_cells.regroup(view=view)) for view in DERIVED_VIEWS]
+
+
+def _at(epoch_s: int) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def _commit(lease: Lease, writes: Sequence[Write], marks: Sequence[tuple[int, int]] = ()) -> int:
+    """Replace the rows of every write and clear the claimed marks, in one transaction; returns rows written."""
+    written = 0
+    with transaction.atomic():
+        lease.renew()
+        for write in writes:
+            delete_rows(write.grain, write.start_s, write.end_s, write.views)
+            for view, cells in write.parts:
+                written += insert_cells(write.grain, view, cells)
+        # Last and in bucket order: a mark bumped by ingest since it was read stays for the next run.
+        for bucket, version in sorted(marks):
+            DirtyBucket.objects.filter(bucket_epoch_s=bucket, version=version).delete()
+        RollupState.objects.filter(pk=RollupState.SINGLETON).update(generation=F("generation") + 1)
+    return written
+
+
+def _runs(buckets: Iterable[int], width: int, max_len: int) -> list[tuple[int, int]]:
+    """Consecutive buckets as [start, end) ranges of at most max_len buckets."""
+    out: list[tuple[int, int]] = []
+    for bucket in sorted(set(buckets)):
+        if out and out[-1][1] == bucket and (out[-1][1] - out[-1][0]) // width < max_len:
+            out[-1] = (out[-1][0], bucket + width)
+        else:
+            out.append((bucket, bucket + width))
+    return out
+
+
+def _settle_s() -> int:
+    return int(settings.PERFOPS["ROLLUP_SETTLE_S"])
+
+
+@dataclass(frozen=True)
+class Windows:
+    """From when each grain's rows exist (perfops.metrics.levels.kept_from), at one moment."""
+
+    s30_from: int
+    m5_from: int
+
+    @classmethod
+    def at(cls, now: datetime) -> Windows:
+        return cls(kept_from(Grain.S30, now), kept_from(Grain.M5, now))
+
+    def finest(self, epoch_s: int) -> Grain:
+        """The finest grain kept at this moment: the grain a change there is recomputed at from raw traces."""
+        if epoch_s >= self.s30_from:
+            return Grain.S30
+        if epoch_s >= self.m5_from:
+            return Grain.M5
+        return Grain.H1
+
+    def kept(self, grain: int) -> int:
+        kept: dict[int, int] = {Grain.S30: self.s30_from, Grain.M5: self.m5_from}
+        return kept.get(grain, 0)
+
+
+def _from_raw(grain: Grain, start_s: int, end_s: int, homes: tuple[np.ndarray, np.ndarray]) -> tuple[Cells, int]:
+    raw = read_traces(_at(start_s), _at(end_s))
+    return cellmod.from_traces(raw, grain, *homes), len(raw)
+
+
+def tick(now: datetime | None = None, *, settle_s: int | None = None, limit: int = TICK_BUCKETS) -> RunResult:
+    """Recompute the settled dirty buckets and build the coarse buckets that closed or changed."""
+    started = time.perf_counter()
+    result = RunResult()
+    lease = Lease()
+    if not lease.acquire():
+        result.skipped = "another rollup run holds the lease"
+        return result
+    try:
+        _tick(lease, now or timezone.now(), _settle_s() if settle_s is None else settle_s, limit, result)
+    except Exception as exc:
+        _record_error(exc)
+        raise
+    finally:
+        lease.release()
+    result.seconds = time.perf_counter() - started
+    _record_run(result)
+    return result
+
+
+def _record_error(exc: Exception) -> None:
+    RollupState.objects.filter(pk=RollupState.SINGLETON).update(
+        last_error=f"{type(exc).__name__}: {exc}"[:2000], last_error_at=timezone.now()
+    )
+
+
+def _tick(lease: Lease, now: datetime, settle_s: int, limit: int, result: RunResult) -> None:
+    settled = now - timedelta(seconds=settle_s)
+    oldest_raw = int((now - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"])).timestamp())
+    # Raw traces this old are gone (or about to be): recomputing would replace good rollups with nothing.
+    DirtyBucket.objects.filter(bucket_epoch_s__lt=oldest_raw).delete()
+    marks = list(
+        DirtyBucket.objects.filter(marked_at__lte=settled)
+        .order_by("bucket_epoch_s")
+        .values_list("bucket_epoch_s", "version")[:limit]
+    )
+    result.marks_left = DirtyBucket.objects.count() - len(marks)
+    windows = Windows.at(now)
+    homes = agent_homes()
+    # Each mark is recomputed at the finest grain still kept at its time, a run of buckets per raw read.
+    changed: dict[int, set[int]] = {Grain.S30: set(), Grain.M5: set(), Grain.H1: set(), Grain.D1: set()}
+    by_grain: dict[Grain, dict[int, list[tuple[int, int]]]] = {}
+    for bucket, version in marks:
+        grain = windows.finest(bucket)
+        by_grain.setdefault(grain, {}).setdefault(floor_to(bucket, grain), []).append((bucket, version))
+    for grain, units in sorted(by_grain.items()):
+        for start_s, end_s in _runs(units, grain, max(1, RUN_BUCKETS * BASE // grain)):
+            agent_cells, traces = _from_raw(grain, start_s, end_s, homes)
+            claimed = [mark for unit in range(start_s, end_s, grain) for mark in units.get(unit, [])]
+            result.rows += _commit(lease, [Write(grain, start_s, end_s, with_views(agent_cells))], claimed)
+            result.traces += traces
+            result.buckets += (end_s - start_s) // grain
+            changed[grain].update(range(start_s, end_s, grain))
+
+    state = RollupState.get()
+    built_to = floor_to(int((settled - timedelta(seconds=BASE)).timestamp()), BASE)
+    built_from = (
+        int(state.coarse_through.timestamp()) if state.coarse_through else floor_to(built_to - 86_400, Grain.D1)
+    )
+    built_from = min(built_from, built_to)
+    _build_coarse(lease, built_from, built_to, windows, changed, result)
+    RollupState.objects.filter(pk=RollupState.SINGLETON).update(coarse_through=_at(built_to))
+
+
+def _build_coarse(
+    lease: Lease, built_from: int, built_to: int, windows: Windows, changed: dict[int, set[int]], result: RunResult
+) -> None:
+    """Build every coarse bucket that closed in (built_from, built_to] or holds a changed finer bucket.
+
+    A bucket is built from the finer grain's stored rows, so only where those are kept; before that its
+    changes were recomputed from raw traces at this grain already (see _tick).
+    """
+    for grain in COARSE:
+        finer = FINER[grain]
+        first_end = ceil_to(built_from + 1, grain)
+        wanted = {end - grain for end in range(first_end, built_to + 1, grain)}
+        wanted |= {floor_to(b, grain) for b in changed[finer] if floor_to(b, grain) + grain <= built_to}
+        wanted = {b for b in wanted if b >= windows.kept(finer)}
+        for start_s, end_s in _runs(wanted, grain, 48 if grain == Grain.D1 else 288):
+            agent_cells = read_agent_cells(finer, start_s, end_s).regroup(grain=grain)
+            result.rows += _commit(lease, [Write(grain, start_s, end_s, with_views(agent_cells))])
+            result.coarse += (end_s - start_s) // grain
+        changed[grain] |= wanted
+
+
+def read_agent_cells(grain: int, start_s: int, end_s: int) -> Cells:
+    """The stored agent-view rows of a grain in [start_s, end_s), as cells."""
+    envs = ", ".join(["%s"] * len(cellmod.ENVIRONMENTS))
+    return read_cells(
+        f"view = %s AND grain_s = %s AND environment IN ({envs}) AND bucket_epoch_s >= %s AND bucket_epoch_s < %s",
+        [int(View.AGENT), grain, *range(len(cellmod.ENVIRONMENTS)), start_s, end_s],
+    )
+
+
+def _record_run(result: RunResult) -> None:
+    RollupState.objects.filter(pk=RollupState.SINGLETON).update(
+        last_run_at=timezone.now(),
+        last_run_seconds=result.seconds,
+        last_run_buckets=result.buckets + result.coarse,
+        last_run_traces=result.traces,
+    )
+
+
+Progress = Callable[[int, int, int, float], None]  # (seconds of data done, of total, traces so far, elapsed)
+
+
+def catch_up(
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    wait_s: float = 60.0,
+) -> RunResult:
+    """Recompute every bucket from `since` to `until` (default: now) from the raw traces."""
+    started = time.perf_counter()
+    result = RunResult()
+    lease = Lease()
+    if not lease.acquire_waiting(wait_s):
+        result.skipped = "another rollup run holds the lease"
+        return result
+    try:
+        _catch_up(lease, since, until, now or timezone.now(), progress, result)
+    except Exception as exc:
+        _record_error(exc)
+        raise
+    finally:
+        lease.release()
+    result.seconds = time.perf_counter() - started
+    _record_run(result)
+    return result
+
+
+def catch_up_window(since: datetime, until: datetime | None, now: datetime) -> tuple[int, int]:
+    """The [start, end) that a catch-up really covers: whole hours, not before the raw retention, not after now."""
+    oldest_raw = now - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"])
+    # The hour the retention edge cuts through is left alone: part of its traces are gone.
+    start = max(floor_to(int(since.timestamp()), Grain.H1), ceil_to(int(oldest_raw.timestamp()), Grain.H1))
+    # Up to the end of the running 30-second bucket: what has arrived of it is in the charts at once.
+    end = ceil_to(math.ceil(min(until or now, now).timestamp()), BASE)
+    return start, max(start, end)
+
+
+def _catch_up(
+    lease: Lease, since: datetime, until: datetime | None, now: datetime, progress: Progress | None, result: RunResult
+) -> None:
+    start_s, end_s = catch_up_window(since, until, now)
+    windows = Windows.at(now)
+    homes = agent_homes()
+    clock = time.perf_counter()
+    hours_per_slice = 1
+    cursor_s = start_s
+    while cursor_s < end_s:
+        slice_end = min(cursor_s + hours_per_slice * Grain.H1, end_s)
+        result.traces += _catch_up_slice(lease, cursor_s, slice_end, windows, homes, result)
+        if progress:
+            progress(slice_end - start_s, end_s - start_s, result.traces, time.perf_counter() - clock)
+        # Size the next slice for about SLICE_TRACES traces.
+        per_hour = result.traces / max((slice_end - start_s) / Grain.H1, 1 / 120)
+        hours_per_slice = int(min(24, max(1, SLICE_TRACES / per_hour))) if per_hour else 24
+        cursor_s = slice_end
+    # Days from their hours: every day touched that has ended.
+    days = list(range(floor_to(start_s, Grain.D1), floor_to(end_s, Grain.D1), Grain.D1))
+    for day_start, day_end in _runs(days, Grain.D1, 31):
+        agent_cells = read_agent_cells(Grain.H1, day_start, day_end).regroup(grain=Grain.D1)
+        result.rows += _commit(lease, [Write(Grain.D1, day_start, day_end, with_views(agent_cells))])
+        result.coarse += (day_end - day_start) // Grain.D1
+    state = RollupState.get()
+    through = floor_to(end_s, Grain.H1)
+    if state.coarse_through is None or int(state.coarse_through.timestamp()) < through:
+        RollupState.objects.filter(pk=RollupState.SINGLETON).update(coarse_through=_at(through))
+
+
+def _catch_up_slice(
+    lease: Lease, start_s: int, end_s: int, windows: Windows, homes: tuple[np.ndarray, np.ndarray], result: RunResult
+) -> int:
+    """Recompute [start_s, end_s) (hour-aligned start) at every kept grain from one read of its raw traces."""
+    finest = windows.finest(end_s - 1)
+    cells, traces = _from_raw(finest, start_s, end_s, homes)
+    writes = []
+    for grain in (Grain.S30, Grain.M5, Grain.H1):
+        if grain < finest:
+            continue
+        if grain > finest:
+            cells = cells.regroup(grain=grain)
+        # Only whole buckets, and only where the grain is kept.
+        first, last = ceil_to(max(start_s, windows.kept(grain)), grain), floor_to(end_s, grain)
+        if last > first:
+            inside = cellmod.select(cells, (cells.bucket >= first) & (cells.bucket < last))
+            writes.append(Write(grain, first, last, with_views(inside)))
+            result.buckets += (last - first) // grain
+    result.rows += _commit(lease, writes)
+    return traces

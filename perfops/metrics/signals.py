@@ -1,0 +1,1 @@
+"""Keep rollups attributed to an agent's current department and team."""
