@@ -245,7 +245,7 @@ PERFOPS = {
     # Hourly and daily rollups are kept this long; 5-minute ones for days, 30-second ones for hours (the
     # ranges that need them are recent; older ones read the next coarser grain).
     "ROLLUP_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=36_500),
-    "ROLLUP_5M_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_5M_RETENTION_DAYS", 3, minimum=1, maximum=90),
+    "ROLLUP_5M_RETENTION_DAYS": env_int("PERFOPS_ROLLUP_5M_RETENTION_DAYS", 2, minimum=1, maximum=90),
     "ROLLUP_30S_RETENTION_HOURS": env_int("PERFOPS_ROLLUP_30S_RETENTION_HOURS", 12, minimum=1, maximum=24 * 14),
     # How long a dirty bucket waits for more traces before the rollup recomputes it (bounds re-reads).
     "ROLLUP_SETTLE_S": env_int("PERFOPS_ROLLUP_SETTLE_S", 15, minimum=0, maximum=600),

@@ -24,9 +24,16 @@ STATUSES: tuple[str, ...] = tuple(TraceStatus.values)
 ERROR_TYPES: tuple[str, ...] = ("", *ErrorType.values)
 
 # A rollup row's timings: per label, the calls (or phase occurrences), failures and summed times.
+# Summed in float64 while cells are built and merged ...
 TIMING = np.dtype(
     [("label", "<u4"), ("calls", "<f8"), ("errors", "<f8"), ("start_sum_ms", "<f8"), ("duration_sum_ms", "<f8")]
 )
+# ... and stored in 20 bytes an entry (the timings are most of a rollup row's bytes): counts as uint32 (an
+# entry beyond 2^32 - 1 calls is split in several with the same label), sums as float32 (7 digits).
+STORED_TIMING = np.dtype(
+    [("label", "<u4"), ("calls", "<u4"), ("errors", "<u4"), ("start_sum_ms", "<f4"), ("duration_sum_ms", "<f4")]
+)
+_MAX_CALLS = 0xFFFFFFFF
 
 KEY_FIELDS = ("bucket", "env", "department", "team", "agent", "version", "intent", "status", "error_type", "tier")
 SUM_FIELDS = ("count", "latency_sum", "input_tokens", "output_tokens", "with_tokens", "cache_hits", "profiled")
@@ -96,25 +103,65 @@ class Cells:
             for dim in ("department", "team", "agent", "version", "intent"):
                 if dim not in kept:
                     keys[dim] = np.zeros(len(self), dtype=np.int64)
-        inverse, first, n = group_ids([keys[name] for name in KEY_FIELDS])
+        groups = Groups.of(fold([keys[name] for name in KEY_FIELDS])[0])
+        inverse, n = groups.inverse, len(groups)
+        first = groups.first
         out = Cells(**{name: keys[name][first] for name in KEY_FIELDS}, versions=self.versions, intents=self.intents)
         for name in SUM_FIELDS:
             setattr(out, name, _sum(getattr(self, name), inverse, n))
-        out.latency_min = _extreme(np.minimum, self.latency_min, inverse, n, np.inf)
-        out.latency_max = _extreme(np.maximum, self.latency_max, inverse, n, -np.inf)
+        out.latency_min = groups.minimum(self.latency_min)
+        out.latency_max = groups.maximum(self.latency_max)
         out.sketch_cell, out.sketch_bucket, out.sketch_count = _merge_sketch(
-            inverse[self.sketch_cell], self.sketch_bucket, self.sketch_count
+            inverse[self.sketch_cell], self.sketch_bucket, self.sketch_count, n
         )
-        out.timing_cell, out.timing = _merge_timings(inverse[self.timing_cell], self.timing)
+        out.timing_cell, out.timing = _merge_timings(
+            inverse[self.timing_cell], self.timing["label"], _timing_sums(self.timing), n
+        )
         return out
 
     def sketch_bytes(self) -> list[bytes]:
         """Each cell's stored sketch."""
-        return _slices(sketch.encode_counts(self.sketch_bucket, self.sketch_count), self.sketch_cell, len(self), 6)
+        return _cut(*self.packed_sketches())
 
     def timing_bytes(self) -> list[bytes]:
         """Each cell's stored timings."""
-        return _slices(self.timing.tobytes(), self.timing_cell, len(self), TIMING.itemsize)
+        return _cut(*self.packed_timings())
+
+    def packed_sketches(self) -> tuple[bytes, np.ndarray]:
+        """Every cell's stored sketch, concatenated in cell order, and each one's length in bytes."""
+        data = sketch.encode_counts(self.sketch_bucket, self.sketch_count)
+        # A count beyond 32 bits is stored as several entries: count them per cell the same way.
+        pieces = np.maximum(1, -(-self.sketch_count // sketch.MAX_ENTRY_COUNT))
+        lengths = np.rint(np.bincount(self.sketch_cell, weights=pieces, minlength=len(self))).astype(np.int64)
+        return data, lengths * sketch.ENTRY_SIZE
+
+    def packed_timings(self) -> tuple[bytes, np.ndarray]:
+        """Every cell's stored timings, concatenated in cell order, and each one's length in bytes."""
+        entries, owner = self.timing, self.timing_cell
+        pieces = np.maximum(1, -(-np.rint(entries["calls"]).astype(np.int64) // _MAX_CALLS))
+        if np.any(pieces > 1):
+            entries, owner = np.repeat(entries, pieces), np.repeat(owner, pieces)
+            share = np.repeat(1.0 / pieces, pieces)
+            entries = entries.copy()
+            for name in ("calls", "errors", "start_sum_ms", "duration_sum_ms"):
+                entries[name] *= share
+        stored = np.empty(len(entries), dtype=STORED_TIMING)
+        stored["label"] = entries["label"]
+        stored["calls"] = np.rint(entries["calls"])
+        stored["errors"] = np.rint(entries["errors"])
+        stored["start_sum_ms"] = entries["start_sum_ms"]
+        stored["duration_sum_ms"] = entries["duration_sum_ms"]
+        lengths = np.bincount(owner, minlength=len(self)).astype(np.int64) * STORED_TIMING.itemsize
+        return stored.tobytes(), lengths
+
+
+def unpack_timings(data: bytes) -> np.ndarray:
+    """Stored timings back into the float64 working form."""
+    stored = np.frombuffer(data, dtype=STORED_TIMING)
+    out = np.empty(len(stored), dtype=TIMING)
+    for name in ("label", "calls", "errors", "start_sum_ms", "duration_sum_ms"):
+        out[name] = stored[name]
+    return out
 
 
 def concat(parts: Sequence[Cells]) -> Cells:
@@ -167,18 +214,14 @@ def select(cells: Cells, mask: np.ndarray) -> Cells:
     )
 
 
-def group_ids(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Group rows by several integer columns: (group of each row, first row of each group, groups).
-
-    The columns are folded into one int64 key (compacting with np.unique whenever the next column
-    could overflow it), then grouped with one sort. Groups are numbered in key order.
-    """
+def fold(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Several integer columns as one int64 key (and its span), compacted with np.unique only if it would overflow."""
     n = len(columns[0]) if columns else 0
-    if n == 0:
-        return _empty_int(), _empty_int(), 0
     key = np.zeros(n, dtype=np.int64)
     key_span = 1
     for column in columns:
+        if not n:
+            break
         low = int(column.min())
         span = int(column.max()) - low + 1
         if span == 1:
@@ -188,8 +231,51 @@ def group_ids(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, in
             key_span = int(key.max()) + 1
         key = key * span + (column - low)
         key_span *= span
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return inverse.astype(np.int64, copy=False), first, len(first)
+    return key, key_span
+
+
+@dataclass
+class Groups:
+    """Rows grouped by a key with one sort: each row's group, the sorting order and where groups start in it."""
+
+    inverse: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+    sorted_key: np.ndarray
+
+    @classmethod
+    def of(cls, key: np.ndarray) -> Groups:
+        order = np.argsort(key)
+        sorted_key = key[order]
+        boundary = np.empty(len(key), dtype=bool)
+        if len(key):
+            boundary[0] = True
+            np.not_equal(sorted_key[1:], sorted_key[:-1], out=boundary[1:])
+        inverse = np.empty(len(key), dtype=np.int64)
+        inverse[order] = np.cumsum(boundary) - 1
+        return cls(inverse, order, np.flatnonzero(boundary), sorted_key)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def first(self) -> np.ndarray:
+        """One row of each group."""
+        return self.order[self.starts]
+
+    def minimum(self, values: np.ndarray) -> np.ndarray:
+        return np.minimum.reduceat(values[self.order], self.starts) if len(self) else _empty_float()
+
+    def maximum(self, values: np.ndarray) -> np.ndarray:
+        return np.maximum.reduceat(values[self.order], self.starts) if len(self) else _empty_float()
+
+
+def group_ids(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Group rows by several integer columns: (group of each row, first row of each group, groups), in key order."""
+    if not len(columns) or not len(columns[0]):
+        return _empty_int(), _empty_int(), 0
+    groups = Groups.of(fold(columns)[0])
+    return groups.inverse, groups.first, len(groups)
 
 
 def _sum(values: np.ndarray, inverse: np.ndarray, n: int) -> np.ndarray:
@@ -203,35 +289,81 @@ def _extreme(ufunc: np.ufunc, values: np.ndarray, inverse: np.ndarray, n: int, s
     return out
 
 
-def _merge_sketch(cell: np.ndarray, bucket: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, ...]:
+# Above this many (cell, bucket) or (cell, label) slots, entries are merged with a sort instead of a
+# dense bincount (whose arrays would take more than ~128 MB).
+_DENSE_SLOTS = 16_000_000
+
+
+def _merge_sketch(
+    cell: np.ndarray, bucket: np.ndarray, count: np.ndarray, n_cells: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Sum sketch entries that share (cell, bucket); the result is sorted by cell, then bucket."""
     if not len(cell):
         return _empty_int(), _empty_int(), _empty_int()
-    key = cell * sketch.N_BUCKETS + bucket
+    low = int(bucket.min())
+    span = int(bucket.max()) - low + 1
+    n_cells = int(cell.max()) + 1 if n_cells is None else n_cells
+    key = cell * span + (bucket - low)
+    if n_cells * span <= _DENSE_SLOTS:
+        dense = np.bincount(key, weights=count, minlength=n_cells * span)
+        slots = np.flatnonzero(dense)
+        return slots // span, slots % span + low, np.rint(dense[slots]).astype(np.int64)
     unique, inverse = np.unique(key, return_inverse=True)
     counts = np.bincount(inverse, weights=count, minlength=len(unique))
-    return unique // sketch.N_BUCKETS, unique % sketch.N_BUCKETS, np.rint(counts).astype(np.int64)
+    return unique // span, unique % span + low, np.rint(counts).astype(np.int64)
 
 
-def _merge_timings(cell: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum timing entries that share (cell, label); the result is sorted by cell, then label."""
+def _merge_timings(
+    cell: np.ndarray,
+    labels: np.ndarray,
+    sums: dict[str, np.ndarray | None],
+    n_cells: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum timing entries that share (cell, label); `sums` gives each TIMING sum's values (None: 1 each).
+
+    The result is sorted by cell, then label.
+    """
     if not len(cell):
         return _empty_int(), np.zeros(0, dtype=TIMING)
-    labels = entries["label"].astype(np.int64)
-    span = int(labels.max()) + 1
-    unique, inverse = np.unique(cell * span + labels, return_inverse=True)
-    out = np.zeros(len(unique), dtype=TIMING)
-    out["label"] = unique % span
+    labels = labels.astype(np.int64)
+    top = int(labels.max()) + 1
+    if top <= 1 << 20:  # label ids are small: compact them with a lookup table instead of a sort
+        used = np.flatnonzero(np.bincount(labels, minlength=top))
+        lookup = np.zeros(top, dtype=np.int64)
+        lookup[used] = np.arange(len(used))
+        codes = lookup[labels]
+    else:
+        used, codes = np.unique(labels, return_inverse=True)
+    span = len(used)
+    n_cells = int(cell.max()) + 1 if n_cells is None else n_cells
+    key = cell * span + codes
+    if n_cells * span <= _DENSE_SLOTS:
+        size = n_cells * span
+        slots = np.flatnonzero(np.bincount(key, minlength=size))
+
+        def total(values: np.ndarray | None) -> np.ndarray:
+            return np.bincount(key, weights=values, minlength=size)[slots]
+    else:
+        slots, inverse = np.unique(key, return_inverse=True)
+
+        def total(values: np.ndarray | None) -> np.ndarray:
+            return np.bincount(inverse, weights=values, minlength=len(slots))
+
+    out = np.zeros(len(slots), dtype=TIMING)
+    out["label"] = used[slots % span]
     for name in ("calls", "errors", "start_sum_ms", "duration_sum_ms"):
-        out[name] = np.bincount(inverse, weights=entries[name], minlength=len(unique))
-    return unique // span, out
+        out[name] = total(sums[name])
+    return slots // span, out
 
 
-def _slices(data: bytes, owner: np.ndarray, n: int, size: int) -> list[bytes]:
-    """Cut a packed table (sorted by owner cell) into one bytes object per cell (b"" for none)."""
-    ends = np.cumsum(np.bincount(owner, minlength=n), dtype=np.int64) * size
-    starts = np.concatenate([[0], ends[:-1]]) if n else ends
-    return [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+def _timing_sums(entries: np.ndarray) -> dict[str, np.ndarray | None]:
+    return {name: entries[name] for name in ("calls", "errors", "start_sum_ms", "duration_sum_ms")}
+
+
+def _cut(data: bytes, lengths: np.ndarray) -> list[bytes]:
+    """Cut concatenated per-cell bytes into one bytes object per cell."""
+    ends = np.cumsum(lengths)
+    return [data[a:b] for a, b in zip((ends - lengths).tolist(), ends.tolist(), strict=True)]
 
 
 @dataclass
@@ -274,30 +406,47 @@ def from_traces(raw: RawTraces, grain: int, departments: np.ndarray, teams: np.n
     versions, version = with_blank_first(raw.versions, raw.version)
     intents, intent = with_blank_first(raw.intents, raw.intent)
     key_columns = [bucket, raw.env, department, team, agent, version, intent, raw.status, raw.error_type, tier]
-    inverse, first, n = group_ids(key_columns)
+    cell_key, cell_span = fold(key_columns)
+    sketch_bucket = sketch.bucket_of(raw.latency_ms)
+    if cell_span * sketch.N_BUCKETS >= 1 << 62:
+        _, cell_key = np.unique(cell_key, return_inverse=True)
+    # One sort serves both the cells and their sketches: by cell, then by latency bucket.
+    groups = Groups.of(cell_key * sketch.N_BUCKETS + sketch_bucket)
+    entry_cell_key = groups.sorted_key[groups.starts] // sketch.N_BUCKETS
+    new_cell = np.empty(len(groups), dtype=bool)
+    if len(groups):
+        new_cell[0] = True
+        np.not_equal(entry_cell_key[1:], entry_cell_key[:-1], out=new_cell[1:])
+    entry_cell = np.cumsum(new_cell) - 1
+    n = int(entry_cell[-1]) + 1
+    inverse = entry_cell[groups.inverse]
+    first = groups.first[new_cell]
     out = Cells(**{name: column[first] for name, column in zip(KEY_FIELDS, key_columns, strict=True)})
     out.versions, out.intents = versions, intents
     reported = raw.input_tokens >= 0
     out.count = np.bincount(inverse, minlength=n).astype(np.int64)
     out.latency_sum = np.bincount(inverse, weights=raw.latency_ms, minlength=n)
-    out.latency_min = _extreme(np.minimum, raw.latency_ms, inverse, n, np.inf)
-    out.latency_max = _extreme(np.maximum, raw.latency_ms, inverse, n, -np.inf)
+    cell_starts = groups.starts[new_cell]
+    ordered = raw.latency_ms[groups.order]
+    out.latency_min = np.minimum.reduceat(ordered, cell_starts)
+    out.latency_max = np.maximum.reduceat(ordered, cell_starts)
     out.input_tokens = _sum(np.where(reported, raw.input_tokens, 0), inverse, n)
     out.output_tokens = _sum(np.where(raw.output_tokens >= 0, raw.output_tokens, 0), inverse, n)
     out.with_tokens = _sum(reported.astype(np.int64), inverse, n)
     out.cache_hits = _sum(raw.cache_hit.astype(np.int64), inverse, n)
     out.profiled = _sum(raw.profiled.astype(np.int64), inverse, n)
-    out.sketch_cell, out.sketch_bucket, out.sketch_count = _merge_sketch(
-        inverse, sketch.bucket_of(raw.latency_ms), np.ones(len(raw), dtype=np.int64)
-    )
-    entries = np.zeros(len(raw.timing), dtype=TIMING)
+    out.sketch_cell = entry_cell
+    out.sketch_bucket = groups.sorted_key[groups.starts] % sketch.N_BUCKETS
+    out.sketch_count = np.diff(np.append(groups.starts, len(raw)))
     labels = raw.timing["label"]
-    entries["label"] = labels & timings.LABEL_MASK
-    entries["calls"] = 1.0
-    entries["errors"] = (labels & timings.ERROR_BIT) > 0
-    entries["start_sum_ms"] = raw.timing["start_ms"]
-    entries["duration_sum_ms"] = raw.timing["duration_ms"]
-    out.timing_cell, out.timing = _merge_timings(inverse[raw.timing_row], entries)
+    failed = ((labels & timings.ERROR_BIT) > 0).astype(np.float64)
+    sums: dict[str, np.ndarray | None] = {
+        "calls": None,
+        "errors": failed,
+        "start_sum_ms": raw.timing["start_ms"].astype(np.float64),
+        "duration_sum_ms": raw.timing["duration_ms"].astype(np.float64),
+    }
+    out.timing_cell, out.timing = _merge_timings(inverse[raw.timing_row], labels & timings.LABEL_MASK, sums, n)
     return out
 
 

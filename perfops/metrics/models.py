@@ -55,7 +55,7 @@ class Rollup(models.Model):
     latency_max_ms = models.FloatField()
     # perfops.metrics.sketch: packed (bucket, count) entries of the latency distribution.
     sketch = models.BinaryField()
-    # perfops.metrics.cells.TIMING: per phase / dependency label, calls, errors and summed start and duration.
+    # perfops.metrics.cells.STORED_TIMING: per phase / dependency label, calls, errors, summed start and duration.
     timings = models.BinaryField(default=b"")
     input_tokens_sum = models.BigIntegerField(default=0)
     output_tokens_sum = models.BigIntegerField(default=0)

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -34,7 +35,7 @@ from django.utils import timezone
 from perfops.metrics import cells as cellmod
 from perfops.metrics.cells import Cells
 from perfops.metrics.levels import BASE, COARSE, DERIVED_VIEWS, FINER, Grain, View, ceil_to, floor_to, kept_from
-from perfops.metrics.models import DirtyBucket, RollupState
+from perfops.metrics.models import DirtyBucket, Rollup, RollupState
 from perfops.metrics.raw import read_traces
 from perfops.metrics.storage import delete_rows, insert_cells, read_cells
 
@@ -111,6 +112,13 @@ class Lease:
         ).update(lease_until=now + timedelta(seconds=self.seconds))
         if renewed != 1:
             raise LeaseLost("the rollup lease expired or was taken over")
+
+    @classmethod
+    def held_by(cls, owner: str) -> Lease:
+        """The lease another process of the same run holds (a catch-up's workers write under it)."""
+        lease = cls()
+        lease.owner = owner
+        return lease
 
     def release(self) -> None:
         RollupState.objects.filter(pk=RollupState.SINGLETON, lease_owner=self.owner).update(
@@ -314,8 +322,13 @@ def catch_up(
     now: datetime | None = None,
     progress: Progress | None = None,
     wait_s: float = 60.0,
+    jobs: int = 1,
 ) -> RunResult:
-    """Recompute every bucket from `since` to `until` (default: now) from the raw traces."""
+    """Recompute every bucket from `since` to `until` (default: now) from the raw traces.
+
+    With jobs > 1 the slices are spread over that many worker processes (PostgreSQL: each reads
+    and writes over its own connection, under this run's lease).
+    """
     started = time.perf_counter()
     result = RunResult()
     lease = Lease()
@@ -323,7 +336,7 @@ def catch_up(
         result.skipped = "another rollup run holds the lease"
         return result
     try:
-        _catch_up(lease, since, until, now or timezone.now(), progress, result)
+        _catch_up(lease, since, until, now or timezone.now(), progress, result, jobs)
     except Exception as exc:
         _record_error(exc)
         raise
@@ -344,44 +357,141 @@ def catch_up_window(since: datetime, until: datetime | None, now: datetime) -> t
     return start, max(start, end)
 
 
+def plan_slices(start_s: int, end_s: int) -> list[tuple[int, int]]:
+    """Hour-aligned slices of about SLICE_TRACES traces: whole days where traffic is light, hours where it is not."""
+    per_day = estimate_traces_per_day(start_s, end_s)
+    slices = []
+    day = floor_to(start_s, Grain.D1)
+    while day < end_s:
+        low, high = max(day, start_s), min(day + Grain.D1, end_s)
+        hours = max(1, -(-(high - low) // Grain.H1))
+        pieces = min(hours, max(1, -(-per_day.get(day, 0) * hours // 24 // SLICE_TRACES)))
+        step = -(-hours // pieces) * Grain.H1
+        for piece_start in range(low, high, step):
+            slices.append((piece_start, min(piece_start + step, high)))
+        day += Grain.D1
+    return slices
+
+
+def estimate_traces_per_day(start_s: int, end_s: int) -> dict[int, int]:
+    """Traces per UTC day: the planner's estimate of each day partition (PostgreSQL), else a count."""
+    from django.db import connection
+
+    from perfops.telemetry import partitions
+
+    out: dict[int, int] = {}
+    if partitions.is_partitioned():
+        days = [_at(d).date() for d in range(floor_to(start_s, Grain.D1), end_s, Grain.D1)]
+        names = {partitions.partition_name(day): int(_day_start(day)) for day in days}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)", [list(names)])
+            for name, tuples in cursor.fetchall():
+                out[names[name]] = int(tuples)
+        if all(value >= 0 for value in out.values()):
+            return out
+    with connection.cursor() as cursor:
+        for day in range(floor_to(start_s, Grain.D1), end_s, Grain.D1):
+            if out.get(day, -1) >= 0:
+                continue
+            params: list[Any] = [_at(day), _at(day + Grain.D1)]
+            if connection.vendor != "postgresql":
+                params = [moment.strftime("%Y-%m-%d %H:%M:%S.%f") for moment in params]
+            cursor.execute("SELECT count(*) FROM telemetry_trace WHERE started_at >= %s AND started_at < %s", params)
+            out[day] = int(cursor.fetchone()[0])
+    return out
+
+
+def _day_start(day: Any) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
 def _catch_up(
-    lease: Lease, since: datetime, until: datetime | None, now: datetime, progress: Progress | None, result: RunResult
+    lease: Lease,
+    since: datetime,
+    until: datetime | None,
+    now: datetime,
+    progress: Progress | None,
+    result: RunResult,
+    jobs: int,
 ) -> None:
     start_s, end_s = catch_up_window(since, until, now)
-    windows = Windows.at(now)
-    homes = agent_homes()
+    # Marks in the window, read before any raw trace is: once every slice is in, the ticks need not
+    # recompute these buckets again (a mark bumped meanwhile stays, like in a tick).
+    marks = list(
+        DirtyBucket.objects.filter(bucket_epoch_s__gte=start_s, bucket_epoch_s__lt=end_s).values_list(
+            "bucket_epoch_s", "version"
+        )
+    )
+    slices = plan_slices(start_s, end_s)
     clock = time.perf_counter()
-    hours_per_slice = 1
-    cursor_s = start_s
-    while cursor_s < end_s:
-        slice_end = min(cursor_s + hours_per_slice * Grain.H1, end_s)
-        result.traces += _catch_up_slice(lease, cursor_s, slice_end, windows, homes, result)
+    done_s = 0
+    days_built: set[int] = set()
+    for piece in _run_slices(lease.owner, now, slices, jobs):
+        result.traces += piece.traces
+        result.rows += piece.rows
+        result.buckets += piece.buckets
+        result.coarse += piece.coarse
+        days_built.update(piece.days)
+        done_s += piece.end_s - piece.start_s
         if progress:
-            progress(slice_end - start_s, end_s - start_s, result.traces, time.perf_counter() - clock)
-        # Size the next slice for about SLICE_TRACES traces.
-        per_hour = result.traces / max((slice_end - start_s) / Grain.H1, 1 / 120)
-        hours_per_slice = int(min(24, max(1, SLICE_TRACES / per_hour))) if per_hour else 24
-        cursor_s = slice_end
-    # Days from their hours: every day touched that has ended.
-    days = list(range(floor_to(start_s, Grain.D1), floor_to(end_s, Grain.D1), Grain.D1))
+            progress(done_s, end_s - start_s, result.traces, time.perf_counter() - clock)
+    # Days no single slice held whole: merged from their stored hours.
+    days = [d for d in range(floor_to(start_s, Grain.D1), floor_to(end_s, Grain.D1), Grain.D1) if d not in days_built]
     for day_start, day_end in _runs(days, Grain.D1, 31):
         agent_cells = read_agent_cells(Grain.H1, day_start, day_end).regroup(grain=Grain.D1)
         result.rows += _commit(lease, [Write(Grain.D1, day_start, day_end, with_views(agent_cells))])
         result.coarse += (day_end - day_start) // Grain.D1
+    _commit(lease, [], marks)
     state = RollupState.get()
     through = floor_to(end_s, Grain.H1)
     if state.coarse_through is None or int(state.coarse_through.timestamp()) < through:
         RollupState.objects.filter(pk=RollupState.SINGLETON).update(coarse_through=_at(through))
 
 
-def _catch_up_slice(
-    lease: Lease, start_s: int, end_s: int, windows: Windows, homes: tuple[np.ndarray, np.ndarray], result: RunResult
-) -> int:
+@dataclass
+class SliceResult:
+    start_s: int
+    end_s: int
+    traces: int = 0
+    rows: int = 0
+    buckets: int = 0
+    coarse: int = 0
+    days: list[int] = field(default_factory=list)
+
+
+def _run_slices(owner: str, now: datetime, slices: list[tuple[int, int]], jobs: int) -> Iterable[SliceResult]:
+    """Each slice's result as it completes, in this process or in `jobs` worker processes."""
+    from django.db import connection
+
+    if jobs <= 1 or len(slices) < 2 or connection.in_atomic_block:
+        windows, homes = Windows.at(now), agent_homes()
+        lease = Lease.held_by(owner)
+        for start_s, end_s in slices:
+            yield catch_up_slice(lease, start_s, end_s, windows, homes)
+        return
+    import multiprocessing
+
+    from perfops.metrics.workers import init_worker, slice_in_worker
+
+    # spawn: a worker must not share this process's database connection.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs, initializer=init_worker, initargs=(owner, now)) as pool:
+        yield from pool.imap_unordered(slice_in_worker, slices)
+
+
+def catch_up_slice(
+    lease: Lease, start_s: int, end_s: int, windows: Windows, homes: tuple[np.ndarray, np.ndarray]
+) -> SliceResult:
     """Recompute [start_s, end_s) (hour-aligned start) at every kept grain from one read of its raw traces."""
+    out = SliceResult(start_s, end_s)
     finest = windows.finest(end_s - 1)
-    cells, traces = _from_raw(finest, start_s, end_s, homes)
+    started = time.perf_counter()
+    raw = read_traces(_at(start_s), _at(end_s))
+    read_done = time.perf_counter()
+    cells = cellmod.from_traces(raw, finest, *homes)
+    out.traces = len(raw)
     writes = []
-    for grain in (Grain.S30, Grain.M5, Grain.H1):
+    for grain in (Grain.S30, Grain.M5, Grain.H1, Grain.D1):
         if grain < finest:
             continue
         if grain > finest:
@@ -391,6 +501,65 @@ def _catch_up_slice(
         if last > first:
             inside = cellmod.select(cells, (cells.bucket >= first) & (cells.bucket < last))
             writes.append(Write(grain, first, last, with_views(inside)))
-            result.buckets += (last - first) // grain
-    result.rows += _commit(lease, writes)
-    return traces
+            if grain == Grain.D1:
+                out.days = list(range(first, last, grain))
+                out.coarse += len(out.days)
+            else:
+                out.buckets += (last - first) // grain
+    computed = time.perf_counter()
+    out.rows = _commit(lease, writes)
+    written = time.perf_counter()
+    logger.debug(
+        "slice %s-%s at %ss: %d traces, read %.2f s, compute %.2f s, write %.2f s (%d rows)",
+        _at(start_s),
+        _at(end_s),
+        int(finest),
+        out.traces,
+        read_done - started,
+        computed - read_done,
+        written - computed,
+        out.rows,
+    )
+    return out
+
+
+def reattribute_agent(agent_id: int, *, wait_s: float = 300.0) -> RunResult:
+    """After an agent moved to another department or team: relabel its rows and rebuild the views it feeds."""
+    from django.db import connection
+
+    from perfops.telemetry.models import Agent
+
+    started = time.perf_counter()
+    result = RunResult()
+    lease = Lease()
+    if not lease.acquire_waiting(wait_s):
+        result.skipped = "another rollup run holds the lease"
+        return result
+    try:
+        home = Agent.objects.filter(pk=agent_id).values_list("department_id", "team_id").first()
+        if home is None:
+            return result
+        with transaction.atomic():
+            lease.renew()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE metrics_rollup SET department_id = %s, team_id = %s WHERE view = %s AND agent_id = %s",
+                    [home[0], home[1] or 0, int(View.AGENT), agent_id],
+                )
+        for grain in Grain:
+            buckets = list(
+                Rollup.objects.filter(view=View.AGENT, agent_id=agent_id, grain_s=grain)
+                .order_by()
+                .values_list("bucket_epoch_s", flat=True)
+                .distinct()
+            )
+            for start_s, end_s in _runs(buckets, grain, 288):
+                agent_cells = read_agent_cells(grain, start_s, end_s)
+                parts = [(view, agent_cells.regroup(view=view)) for view in DERIVED_VIEWS]
+                write = Write(grain, start_s, end_s, parts, views=[int(view) for view in DERIVED_VIEWS])
+                result.rows += _commit(lease, [write])
+                result.coarse += (end_s - start_s) // grain
+    finally:
+        lease.release()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -15,7 +15,7 @@ import psycopg
 from django.db import connection
 
 from perfops.metrics import sketch
-from perfops.metrics.cells import ENVIRONMENTS, TIMING, Cells, with_blank_first
+from perfops.metrics.cells import ENVIRONMENTS, STORED_TIMING, Cells, unpack_timings, with_blank_first
 from perfops.metrics.levels import View
 from perfops.metrics.raw import RawBytes, dictionary_codes, pg_array
 
@@ -133,9 +133,10 @@ def _gather(pool: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.nda
 
 def _pg_binary_rows(grain: int, view: int, cells: Cells) -> bytes:
     n = len(cells)
-    sketch_data, sketch_lengths = _packed_sketches(cells)
-    timing_data = np.frombuffer(cells.timing.tobytes(), dtype=np.uint8)
-    timing_lengths = np.bincount(cells.timing_cell, minlength=n).astype(np.int64) * TIMING.itemsize
+    packed_sketches, sketch_lengths = cells.packed_sketches()
+    sketch_data = np.frombuffer(packed_sketches, dtype=np.uint8)
+    packed, timing_lengths = cells.packed_timings()
+    timing_data = np.frombuffer(packed, dtype=np.uint8)
     fields: list[tuple[str, Any]] = [
         (">i4", np.full(n, grain)),
         (">i2", np.full(n, view)),
@@ -193,15 +194,6 @@ def _pg_binary_rows(grain: int, view: int, cells: Cells) -> bytes:
 def _put(buf: np.ndarray, position: np.ndarray, values: np.ndarray) -> None:
     width = values.dtype.itemsize
     buf[position[:, None] + np.arange(width)] = values.view(np.uint8).reshape(-1, width)
-
-
-def _packed_sketches(cells: Cells) -> tuple[np.ndarray, np.ndarray]:
-    """All cells' stored sketches, concatenated in cell order, and each one's length in bytes."""
-    data = sketch.encode_counts(cells.sketch_bucket, cells.sketch_count)
-    # A count beyond 32 bits is stored as several entries: count them per cell the same way.
-    pieces = np.maximum(1, -(-cells.sketch_count // sketch.MAX_ENTRY_COUNT))
-    lengths = np.rint(np.bincount(cells.sketch_cell, weights=pieces, minlength=len(cells))).astype(np.int64)
-    return np.frombuffer(data, dtype=np.uint8), lengths * sketch.ENTRY_SIZE
 
 
 # --- Reading rows back into cells ----------------------------------------------------------------
@@ -334,6 +326,6 @@ def _assemble(
     out.sketch_cell = np.repeat(np.arange(n), sketch_lengths // sketch.ENTRY_SIZE)
     out.sketch_bucket = entries["i"].astype(np.int64)
     out.sketch_count = entries["c"].astype(np.int64)
-    out.timing = np.frombuffer(timing_blob, dtype=TIMING)
-    out.timing_cell = np.repeat(np.arange(n), timing_lengths // TIMING.itemsize)
+    out.timing = unpack_timings(timing_blob)
+    out.timing_cell = np.repeat(np.arange(n), timing_lengths // STORED_TIMING.itemsize)
     return out

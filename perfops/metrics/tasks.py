@@ -17,3 +17,9 @@ def rollup_tick() -> dict[str, object]:
 def apply_retention() -> dict[str, int]:
     """Drop raw traces and rollups past their retention (hourly under beat)."""
     return retention.apply_retention()
+
+
+@shared_task(time_limit=3600, soft_time_limit=3500)
+def reattribute_agent(agent_id: int) -> dict[str, object]:
+    """Relabel a moved agent's rollups and rebuild the department, team and intent views it feeds."""
+    return rollup.reattribute_agent(agent_id).as_dict()

@@ -143,12 +143,12 @@ class Command(BaseCommand):
                 f"traces/s); {api + ingest} deployments ({api} reported by deploy tools, {ingest} seen by ingest)."
             )
         )
-        self._roll_up()
+        self._roll_up(jobs)
         self.stdout.write("What to look for:")
         for line in story_lines(plan, load):
             self.stdout.write(f"  {line}")
 
-    def _roll_up(self) -> None:
+    def _roll_up(self, jobs: int) -> None:
         """Roll the whole raw window up, so the charts have the history at once."""
         now = timezone.now()
         since = now - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"])
@@ -162,7 +162,9 @@ class Command(BaseCommand):
                 last_line = seconds
                 self.stdout.write(f"  {done_s / total_s:.0%} of the window, {traces:,} traces, {seconds:.0f} s")
 
-        result = catch_up(since, now=now, progress=progress)
+        # Worker processes only pay off on PostgreSQL (SQLite has one writer).
+        workers = max(1, jobs) if connection.vendor == "postgresql" else 1
+        result = catch_up(since, now=now, progress=progress, jobs=workers)
         rate = result.traces / result.seconds if result.seconds else 0.0
         self.stdout.write(
             self.style.SUCCESS(
