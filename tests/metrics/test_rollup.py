@@ -162,7 +162,7 @@ def test_a_batch_that_lands_during_a_recompute_keeps_its_mark(bot, superuser, mo
     now = datetime.now(UTC)
     ingest([one_record("pay-bot", now - timedelta(seconds=20))], superuser)
     real_read = rollup.read_traces
-    landed = []
+    landed: list[int] = []
 
     def read_then_ingest(start, end):
         raw = real_read(start, end)
