@@ -1,6 +1,6 @@
 """`make bench`: the performance benchmarks, run against PostgreSQL on this machine.
 
-    python bench/run.py [ingest] [--seconds 20] [--workers 2]
+    python bench/run.py [ingest] [metrics] [--seconds 20] [--workers 2] [--reuse]
 
 Each benchmark prints its figures and writes them as JSON to bench/results/.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest
+import metrics
 
-BENCHMARKS = {"ingest": ingest.run}
+BENCHMARKS = {"ingest": ingest.run, "metrics": metrics.run}
 
 
 def main() -> int:
@@ -32,6 +33,10 @@ def main() -> int:
         default="postgres://postgres@127.0.0.1:5432/perfops_bench",
         help="a scratch database (dropped)",
     )
+    parser.add_argument(
+        "--reuse", action="store_true", help="metrics: keep the seeded 10M-trace database of an earlier run"
+    )
+    parser.add_argument("--metrics-database-url", default=metrics.DATABASE, help="metrics: its scratch database")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:

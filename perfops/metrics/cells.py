@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from perfops.metrics import sketch
-from perfops.metrics.levels import VIEW_DIMS, View
+from perfops.metrics.levels import ANY_STATUS, ANY_TIER, VIEW_DIMS, View
 from perfops.telemetry import timings
 from perfops.telemetry.choices import Environment, ErrorType, TraceStatus
 
@@ -36,7 +36,17 @@ STORED_TIMING = np.dtype(
 _MAX_CALLS = 0xFFFFFFFF
 
 KEY_FIELDS = ("bucket", "env", "department", "team", "agent", "version", "intent", "status", "error_type", "tier")
-SUM_FIELDS = ("count", "latency_sum", "input_tokens", "output_tokens", "with_tokens", "cache_hits", "profiled")
+SUM_FIELDS = (
+    "count",
+    "errors",
+    "timeouts",
+    "latency_sum",
+    "input_tokens",
+    "output_tokens",
+    "with_tokens",
+    "cache_hits",
+    "profiled",
+)
 
 
 def codes_for(values: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
@@ -68,6 +78,8 @@ class Cells:
     error_type: np.ndarray = field(default_factory=_empty_int)  # index into ERROR_TYPES
     tier: np.ndarray = field(default_factory=_empty_int)
     count: np.ndarray = field(default_factory=_empty_int)
+    errors: np.ndarray = field(default_factory=_empty_int)  # traces with status error
+    timeouts: np.ndarray = field(default_factory=_empty_int)
     latency_sum: np.ndarray = field(default_factory=_empty_float)
     latency_min: np.ndarray = field(default_factory=_empty_float)
     latency_max: np.ndarray = field(default_factory=_empty_float)
@@ -103,6 +115,10 @@ class Cells:
             for dim in ("department", "team", "agent", "version", "intent"):
                 if dim not in kept:
                     keys[dim] = np.zeros(len(self), dtype=np.int64)
+            if "outcome" not in kept:
+                keys["status"] = np.full(len(self), ANY_STATUS, dtype=np.int64)
+                keys["error_type"] = np.zeros(len(self), dtype=np.int64)
+                keys["tier"] = np.full(len(self), ANY_TIER, dtype=np.int64)
         groups = Groups.of(fold([keys[name] for name in KEY_FIELDS])[0])
         inverse, n = groups.inverse, len(groups)
         first = groups.first
@@ -425,6 +441,8 @@ def from_traces(raw: RawTraces, grain: int, departments: np.ndarray, teams: np.n
     out.versions, out.intents = versions, intents
     reported = raw.input_tokens >= 0
     out.count = np.bincount(inverse, minlength=n).astype(np.int64)
+    out.errors = _sum((raw.status == STATUSES.index("error")).astype(np.int64), inverse, n)
+    out.timeouts = _sum((raw.status == STATUSES.index("timeout")).astype(np.int64), inverse, n)
     out.latency_sum = np.bincount(inverse, weights=raw.latency_ms, minlength=n)
     cell_starts = groups.starts[new_cell]
     ordered = raw.latency_ms[groups.order]

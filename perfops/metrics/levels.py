@@ -24,29 +24,36 @@ FINER = {Grain.M5: Grain.S30, Grain.H1: Grain.M5, Grain.D1: Grain.H1}
 
 
 class View(models.IntegerChoices):
-    """Which dimensions a rollup row keeps; every view also keeps environment, status, error type and tier."""
+    """Which dimensions a rollup row keeps (every view keeps the environment)."""
 
     AGENT = 0, "Agent (agent, version, intent)"
     FLEET = 1, "Fleet"
     DEPARTMENT = 2, "Department"
     TEAM = 3, "Team"
     INTENT = 4, "Department and intent"
+    TOTAL = 5, "Fleet, all outcomes"
 
 
-# The dimensions each view keeps (besides environment, status, error_type, tier). The department is
-# kept by every view but the fleet one so that people scoped to departments read pre-merged rows too.
+# The dimensions each view keeps besides the environment; "outcome" is the status, error type and tier.
+# The department is kept by every view but the fleet ones so that people scoped to departments read
+# pre-merged rows too. The total view (one row per bucket and environment, its errors and timeouts
+# counted in columns) is what the default dashboard reads: the fleet without a status or tier filter.
 # There is no version view: version strings belong to agents, so it would be as large as the agent
 # view; a version filter reads the agent view of the agents that have that version.
 VIEW_DIMS: dict[View, frozenset[str]] = {
-    View.FLEET: frozenset(),
-    View.DEPARTMENT: frozenset({"department"}),
-    View.TEAM: frozenset({"department", "team"}),
-    View.INTENT: frozenset({"department", "intent"}),
-    View.AGENT: frozenset({"department", "team", "agent", "version", "intent"}),
+    View.TOTAL: frozenset(),
+    View.FLEET: frozenset({"outcome"}),
+    View.DEPARTMENT: frozenset({"outcome", "department"}),
+    View.TEAM: frozenset({"outcome", "department", "team"}),
+    View.INTENT: frozenset({"outcome", "department", "intent"}),
+    View.AGENT: frozenset({"outcome", "department", "team", "agent", "version", "intent"}),
 }
 # Smallest first: the query layer reads the first view that keeps every dimension it needs.
-VIEWS_BY_SIZE = (View.FLEET, View.DEPARTMENT, View.TEAM, View.INTENT, View.AGENT)
+VIEWS_BY_SIZE = (View.TOTAL, View.FLEET, View.DEPARTMENT, View.TEAM, View.INTENT, View.AGENT)
 DERIVED_VIEWS = VIEWS_BY_SIZE[:-1]
+# The status and tier codes of rows that keep no outcome (the total view).
+ANY_STATUS = 3
+ANY_TIER = 4
 
 
 def retention(grain: int) -> timedelta:

@@ -11,7 +11,7 @@ from perfops.metrics.levels import Grain, View
 from perfops.telemetry.choices import Environment, ErrorType, TraceStatus
 
 ENVIRONMENT_CODES = list(enumerate(Environment.labels))
-STATUS_CODES = list(enumerate(TraceStatus.labels))
+STATUS_CODES = [*enumerate(TraceStatus.labels), (3, "Any (total view)")]
 ERROR_TYPE_CODES = [(0, "None"), *((code, label) for code, label in enumerate(ErrorType.labels, start=1))]
 
 
@@ -22,6 +22,7 @@ class Tier(models.IntegerChoices):
     NORMAL = 1, "Normal (100-500 ms)"
     SLOW = 2, "Slow (500 ms-2 s)"
     CRITICAL = 3, "Critical (>2 s)"
+    ANY = 4, "Any (total view)"
 
 
 class Rollup(models.Model):
@@ -50,6 +51,8 @@ class Rollup(models.Model):
     error_type = models.PositiveSmallIntegerField(choices=ERROR_TYPE_CODES, default=0)
     tier = models.PositiveSmallIntegerField(choices=Tier.choices)
     count = models.BigIntegerField()
+    errors = models.BigIntegerField(default=0, help_text="Traces with status error.")
+    timeouts = models.BigIntegerField(default=0, help_text="Traces with status timeout.")
     latency_sum_ms = models.FloatField()
     latency_min_ms = models.FloatField()
     latency_max_ms = models.FloatField()
@@ -68,11 +71,22 @@ class Rollup(models.Model):
             # Users: every pre-merged read (fleet, department, team, intent, version views) of one grain,
             # environment and time range; the replacement of a bucket; retention by grain and age.
             models.Index(fields=["view", "grain_s", "environment", "bucket_epoch_s"], name="rollup_view_time_idx"),
-            # User: reads of one or a few agents (agent page, agent filter, version=latest).
+            # User: reads of one or a few agents in an environment (agent page, agent and version filters).
             models.Index(
-                fields=["agent_id", "grain_s", "bucket_epoch_s"],
+                fields=["agent_id", "grain_s", "environment", "bucket_epoch_s"],
                 name="rollup_agent_time_idx",
                 condition=Q(view=View.AGENT),
+            ),
+            # Users: an intent filter, or a team filter, over a long range (only those views' rows).
+            models.Index(
+                fields=["grain_s", "environment", "intent", "bucket_epoch_s"],
+                name="rollup_intent_time_idx",
+                condition=Q(view=View.INTENT),
+            ),
+            models.Index(
+                fields=["grain_s", "environment", "team_id", "bucket_epoch_s"],
+                name="rollup_team_time_idx",
+                condition=Q(view=View.TEAM),
             ),
         ]
 

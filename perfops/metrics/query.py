@@ -45,9 +45,6 @@ TIMING_GROUPS = ("phase", "dependency")
 _GROUP_DIMENSION = {"agent": "agent", "department": "department", "team": "team", "version": "version"}
 _GROUP_DIMENSION["intent"] = "intent"
 
-_ERROR = cellmod.STATUSES.index("error")
-_TIMEOUT = cellmod.STATUSES.index("timeout")
-
 
 @dataclass(frozen=True)
 class Scope:
@@ -56,8 +53,9 @@ class Scope:
     departments: tuple[int, ...] | None  # None: no restriction
     teams: tuple[int, ...] | None
     agents: tuple[int, ...] | None
-    version: str | None
-    latest: frozenset[tuple[int, int, str]] | None  # (agent, environment code, version) for version=latest
+    # A version filter (a version, or each agent's latest): the (agent, environment code, version) that
+    # match, each with the epoch second of its first trace (no row of it can be older).
+    versions: tuple[tuple[int, int, str, int], ...] | None
     intent: str | None
     environments: tuple[int, ...]
     statuses: tuple[int, ...] | None
@@ -72,10 +70,12 @@ class Scope:
             needed.add("team")
         if self.agents is not None:
             needed.add("agent")
-        if self.version is not None or self.latest is not None:
+        if self.versions is not None:
             needed |= {"agent", "version"}
         if self.intent is not None:
             needed.add("intent")
+        if self.statuses is not None or self.tiers is not None:
+            needed.add("outcome")
         return needed
 
 
@@ -110,33 +110,41 @@ def resolve_scope(filters: MetricFilters, user: Any) -> Scope:
     if errors:
         raise FilterError(errors)
     environments = tuple(cellmod.ENVIRONMENTS.index(e) for e in filters.environments)
-    version = latest = None
+    versions = None
     empty = departments == ()
     if filters.version:
-        deployments = Deployment.objects.visible_to(user).filter(environment__in=filters.environments)
+        deployments = (
+            Deployment.objects.visible_to(user)
+            .filter(environment__in=filters.environments)
+            .annotate(effective_at=Coalesce("deployed_at", "first_seen_at"))
+            .filter(effective_at__isnull=False)
+        )
         if agents is not None:
             deployments = deployments.filter(agent_id__in=agents)
-        if filters.version == LATEST:
-            newest: dict[tuple[int, str], str] = {}
-            rows = (
-                deployments.annotate(effective_at=Coalesce("deployed_at", "first_seen_at"))
-                .filter(effective_at__isnull=False)
-                .order_by("effective_at", "pk")
+        if filters.version != LATEST:
+            deployments = deployments.filter(version=filters.version)
+        chosen: dict[tuple[int, str], tuple[str, datetime | None]] = {}
+        # Oldest first, so for `latest` the newest deployment of each agent and environment wins.
+        rows = deployments.order_by("effective_at", "pk").values_list(
+            "agent_id", "environment", "version", "first_seen_at"
+        )
+        for agent_id, environment, name, first_seen in rows:
+            chosen[(agent_id, environment)] = (name, first_seen)
+        # A version deployed but without traffic yet has no rows: nothing to read for that agent.
+        versions = tuple(
+            sorted(
+                (a, cellmod.ENVIRONMENTS.index(e), name, int(first_seen.timestamp()))
+                for (a, e), (name, first_seen) in chosen.items()
+                if first_seen is not None
             )
-            for agent_id, environment, name in rows.values_list("agent_id", "environment", "version"):
-                newest[(agent_id, environment)] = name
-            latest = frozenset((a, cellmod.ENVIRONMENTS.index(e), v) for (a, e), v in newest.items())
-            agents = tuple(sorted({a for a, _, _ in latest}))
-        else:
-            version = filters.version
-            agents = tuple(sorted(set(deployments.filter(version=version).values_list("agent_id", flat=True))))
-        empty = empty or not agents
+        )
+        agents = tuple(sorted({a for a, *_ in versions}))
+        empty = empty or not versions
     return Scope(
         departments=departments,
         teams=teams,
         agents=agents,
-        version=version,
-        latest=latest,
+        versions=versions,
         intent=filters.intent,
         environments=environments,
         statuses=(cellmod.STATUSES.index(STATUSES[filters.status]),) if filters.status else None,
@@ -150,6 +158,8 @@ def choose_view(scope: Scope, group_by: str | None = None) -> View:
     needed = scope.needs()
     if group_by in _GROUP_DIMENSION:
         needed.add(_GROUP_DIMENSION[group_by])
+    if group_by in ("status", "error_type", "tier"):
+        needed.add("outcome")
     return next(view for view in VIEWS_BY_SIZE if needed <= VIEW_DIMS[view])
 
 
@@ -258,9 +268,6 @@ def _where(scope: Scope, view: View, grain: int, start_s: int, end_s: int) -> tu
         if values is not None:
             clauses.append(f"{column} IN ({', '.join(['%s'] * len(values))})")
             params.extend(values)
-    if scope.version is not None:
-        clauses.append("version = %s")
-        params.append(scope.version)
     if scope.intent is not None:
         clauses.append("intent = %s")
         params.append(scope.intent)
@@ -274,24 +281,17 @@ def fetch(scope: Scope, the_plan: Plan, *, with_timings: bool = False) -> Cells:
     parts = []
     for grain, start_s, end_s in the_plan.segments:
         where, params = _where(scope, the_plan.view, grain, start_s, end_s)
-        parts.append(read_cells(where, params, with_timings=with_timings))
-    out = cellmod.concat(parts)
-    if scope.latest is not None and len(out):
-        out = _only_latest(out, scope.latest)
-    return out
-
-
-def _only_latest(found: Cells, latest: frozenset[tuple[int, int, str]]) -> Cells:
-    """Keep the rows of each agent's newest version in their environment."""
-    inverse, first, _ = cellmod.group_ids([found.agent, found.env, found.version])
-    keep = np.array(
-        [
-            (int(found.agent[i]), int(found.env[i]), found.versions[int(found.version[i])]) in latest
-            for i in first.tolist()
-        ],
-        dtype=bool,
-    )
-    return cellmod.select(found, keep[inverse])
+        series = None
+        if scope.versions is not None:
+            # Each matching agent, environment and version from its first trace's bucket on: an index range
+            # each, rather than every row of those agents filtered by version.
+            series = [
+                (agent_id, environment, name, floor_to(since, grain))
+                for agent_id, environment, name, since in scope.versions
+                if environment in scope.environments
+            ]
+        parts.append(read_cells(where, params, with_timings=with_timings, series=series))
+    return cellmod.concat(parts)
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -364,8 +364,8 @@ def stats(found: Cells, group: np.ndarray, n_groups: int, qs: Sequence[float] = 
     )
     return Stats(
         count=np.rint(total(found.count)).astype(np.int64),
-        errors=np.rint(total(found.count * (found.status == _ERROR))).astype(np.int64),
-        timeouts=np.rint(total(found.count * (found.status == _TIMEOUT))).astype(np.int64),
+        errors=np.rint(total(found.errors)).astype(np.int64),
+        timeouts=np.rint(total(found.timeouts)).astype(np.int64),
         latency_sum=total(found.latency_sum),
         minimum=minimum,
         maximum=maximum,
@@ -419,9 +419,19 @@ class MetricsQuery:
         self.user = user
         self.now = now or timezone.now()
         self.scope = resolve_scope(filters, user)
+        self._fetched: dict[tuple[View, tuple[tuple[int, int, int], ...], bool], Cells] = {}
 
     def plan(self, group_by: str | None = None) -> Plan:
         return plan(self.filters, self.scope, self.now, group_by)
+
+    def fetch(self, the_plan: Plan, *, with_timings: bool = False) -> Cells:
+        """The plan's rows; read once per query object (a summary and a series of one filter set share them)."""
+        key = (the_plan.view, the_plan.segments, with_timings)
+        if key not in self._fetched:
+            if not with_timings and (the_plan.view, the_plan.segments, True) in self._fetched:
+                return self._fetched[(the_plan.view, the_plan.segments, True)]
+            self._fetched[key] = fetch(self.scope, the_plan, with_timings=with_timings)
+        return self._fetched[key]
 
     def _window(self, the_plan: Plan) -> dict[str, Any]:
         return {
@@ -434,7 +444,7 @@ class MetricsQuery:
     def summary(self, qs: Sequence[float] = QUANTILES) -> dict[str, Any]:
         """Totals over the whole window: count, errors, timeouts, error rate, percentiles, throughput."""
         the_plan = self.plan()
-        found = fetch(self.scope, the_plan)
+        found = self.fetch(the_plan)
         result = stats(found, np.zeros(len(found), dtype=np.int64), 1, qs)
         return {"window": self._window(the_plan), **result.row(0, the_plan.covered_s())}
 
@@ -445,7 +455,7 @@ class MetricsQuery:
         if group_by is not None and group_by not in GROUP_BY:
             raise FilterError({"group_by": [f"Must be one of {', '.join(GROUP_BY)}."]})
         the_plan = self.plan(group_by)
-        found = fetch(self.scope, the_plan)
+        found = self.fetch(the_plan)
         points = the_plan.points
         point = np.clip((found.bucket - the_plan.start_s) // the_plan.width_s, 0, points - 1)
         if group_by is None:
@@ -472,7 +482,7 @@ class MetricsQuery:
         if by not in GROUP_BY:
             raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY + TIMING_GROUPS)}."]})
         the_plan = self.plan(by)
-        found = fetch(self.scope, the_plan)
+        found = self.fetch(the_plan)
         codes, labels = Labels.for_cells(found, by)
         result = stats(found, codes, len(labels), qs)
         rows = [{"key": label, **result.row(i, the_plan.covered_s())} for i, label in enumerate(labels)]
@@ -484,7 +494,7 @@ class MetricsQuery:
         from perfops.telemetry.models import TimingLabel
 
         the_plan = self.plan()
-        found = fetch(self.scope, the_plan, with_timings=True)
+        found = self.fetch(the_plan, with_timings=True)
         traces = int(found.count.sum())
         latency_sum = float(found.latency_sum.sum())
         entries = found.timing
@@ -534,7 +544,7 @@ class MetricsQuery:
     def histogram(self, *, max_bins: int = 60, qs: Sequence[float] = QUANTILES) -> dict[str, Any]:
         """The latency distribution in log-spaced bins, with percentile markers and exact tier counts."""
         the_plan = self.plan()
-        found = fetch(self.scope, the_plan)
+        found = self.fetch(the_plan)
         merged = sketch.Sketch(
             np.bincount(found.sketch_bucket, weights=found.sketch_count, minlength=sketch.N_BUCKETS).astype(np.int64),
             float(found.latency_min.min()) if len(found) else math.inf,

@@ -34,6 +34,8 @@ COLUMNS = (
     "error_type",
     "tier",
     "count",
+    "errors",
+    "timeouts",
     "latency_sum_ms",
     "latency_min_ms",
     "latency_max_ms",
@@ -88,6 +90,8 @@ def insert_cells(grain: int, view: int, cells: Cells) -> int:
         cells.error_type.tolist(),
         cells.tier.tolist(),
         cells.count.tolist(),
+        cells.errors.tolist(),
+        cells.timeouts.tolist(),
         cells.latency_sum.tolist(),
         cells.latency_min.tolist(),
         cells.latency_max.tolist(),
@@ -133,34 +137,41 @@ def _gather(pool: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.nda
 
 def _pg_binary_rows(grain: int, view: int, cells: Cells) -> bytes:
     n = len(cells)
-    packed_sketches, sketch_lengths = cells.packed_sketches()
-    sketch_data = np.frombuffer(packed_sketches, dtype=np.uint8)
-    packed, timing_lengths = cells.packed_timings()
-    timing_data = np.frombuffer(packed, dtype=np.uint8)
+    # Rows go in by agent, environment and time: one agent's rows of a slice share heap pages, so an
+    # agent page or a version filter over 30 days reads tens of pages per agent, not thousands.
+    order = np.lexsort((cells.bucket, cells.env, cells.agent))
+    sketch_data, sketch_lengths = _reordered(*cells.packed_sketches(), order)
+    timing_data, timing_lengths = _reordered(*cells.packed_timings(), order)
+
+    def column(values: np.ndarray) -> np.ndarray:
+        return values[order]
+
     fields: list[tuple[str, Any]] = [
         (">i4", np.full(n, grain)),
         (">i2", np.full(n, view)),
-        (">i8", cells.bucket),
-        (">i2", cells.env),
-        (">i4", cells.department),
-        (">i4", cells.team),
-        (">i4", cells.agent),
-        ("text", _text_column(cells.version, cells.versions)),
-        ("text", _text_column(cells.intent, cells.intents)),
-        (">i2", cells.status),
-        (">i2", cells.error_type),
-        (">i2", cells.tier),
-        (">i8", cells.count),
-        (">f8", cells.latency_sum),
-        (">f8", cells.latency_min),
-        (">f8", cells.latency_max),
+        (">i8", column(cells.bucket)),
+        (">i2", column(cells.env)),
+        (">i4", column(cells.department)),
+        (">i4", column(cells.team)),
+        (">i4", column(cells.agent)),
+        ("text", _text_column(column(cells.version), cells.versions)),
+        ("text", _text_column(column(cells.intent), cells.intents)),
+        (">i2", column(cells.status)),
+        (">i2", column(cells.error_type)),
+        (">i2", column(cells.tier)),
+        (">i8", column(cells.count)),
+        (">i8", column(cells.errors)),
+        (">i8", column(cells.timeouts)),
+        (">f8", column(cells.latency_sum)),
+        (">f8", column(cells.latency_min)),
+        (">f8", column(cells.latency_max)),
         ("bytes", (sketch_data, sketch_lengths)),
         ("bytes", (timing_data, timing_lengths)),
-        (">i8", cells.input_tokens),
-        (">i8", cells.output_tokens),
-        (">i8", cells.with_tokens),
-        (">i8", cells.cache_hits),
-        (">i8", cells.profiled),
+        (">i8", column(cells.input_tokens)),
+        (">i8", column(cells.output_tokens)),
+        (">i8", column(cells.with_tokens)),
+        (">i8", column(cells.cache_hits)),
+        (">i8", column(cells.profiled)),
     ]
     row_length = np.full(n, 2, dtype=np.int64)
     for kind, value in fields:
@@ -191,6 +202,13 @@ def _pg_binary_rows(grain: int, view: int, cells: Cells) -> bytes:
     return buf.tobytes()
 
 
+def _reordered(data: bytes, lengths: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell byte strings (concatenated, with lengths) in another cell order."""
+    pool = np.frombuffer(data, dtype=np.uint8)
+    starts = np.cumsum(lengths) - lengths
+    return _gather(pool, starts[order], lengths[order]), lengths[order]
+
+
 def _put(buf: np.ndarray, position: np.ndarray, values: np.ndarray) -> None:
     width = values.dtype.itemsize
     buf[position[:, None] + np.arange(width)] = values.view(np.uint8).reshape(-1, width)
@@ -210,6 +228,8 @@ _READ_COLUMNS = (
     "error_type",
     "tier",
     "count",
+    "errors",
+    "timeouts",
     "latency_sum_ms",
     "latency_min_ms",
     "latency_max_ms",
@@ -221,24 +241,49 @@ _READ_COLUMNS = (
 )
 # (column, array type in PostgreSQL's binary format)
 _PG_TYPES: tuple[str, ...] = (">i8", ">i2", ">i4", ">i4", ">i4", "text", "text", ">i2", ">i2", ">i2")
-_PG_TYPES += (">i8", ">f8", ">f8", ">f8", ">i8", ">i8", ">i8", ">i8", ">i8")
+_PG_TYPES += (">i8", ">i8", ">i8", ">f8", ">f8", ">f8", ">i8", ">i8", ">i8", ">i8", ">i8")
 
 
-def read_cells(where: str, params: Sequence[Any], *, with_timings: bool = True) -> Cells:
-    """The rollup rows matching a WHERE clause (built by the caller with placeholders only) as cells."""
+Series = tuple[int, int, str, int]  # (agent_id, environment code, version, from this bucket on)
+
+
+def read_cells(
+    where: str, params: Sequence[Any], *, with_timings: bool = True, series: Sequence[Series] | None = None
+) -> Cells:
+    """The rollup rows matching a WHERE clause (built by the caller with placeholders only) as cells.
+
+    With `series`, only rows of those (agent, environment, version) from their bucket on: joined with a
+    VALUES list, so each is one index range (an OR of hundreds of terms would be re-checked per row).
+    """
+    source, source_params = TABLE, []
+    if series is not None:
+        values = ", ".join(["(%s, %s, %s, %s)"] * len(series)) or "(0, 0, '', 0)"
+        source = (
+            f"{TABLE} JOIN (VALUES {values}) AS wanted(w_agent, w_env, w_version, w_since) "
+            "ON agent_id = w_agent AND environment = w_env AND version = w_version AND bucket_epoch_s >= w_since"
+        )
+        if connection.vendor != "postgresql":  # SQLite names VALUES columns column1, column2, ...
+            source = (
+                f"{TABLE} JOIN (VALUES {values}) AS wanted ON agent_id = wanted.column1 AND environment = "
+                "wanted.column2 AND version = wanted.column3 AND bucket_epoch_s >= wanted.column4"
+            )
+        source_params = [value for term in series for value in term] or []
+        if not series:
+            where = f"1 = 0 AND {where}"
+    all_params = [*source_params, *params]
     if connection.vendor == "postgresql":
-        return _read_pg(where, params, with_timings)
-    return _read_sqlite(where, params, with_timings)
+        return _read_pg(source, where, all_params, with_timings)
+    return _read_sqlite(source, where, all_params, with_timings)
 
 
-def _read_pg(where: str, params: Sequence[Any], with_timings: bool) -> Cells:
+def _read_pg(source: str, where: str, params: Sequence[Any], with_timings: bool) -> Cells:
     aggregates = []
     for column, kind in zip(_READ_COLUMNS, _PG_TYPES, strict=True):
         aggregates.append(f"string_agg({column}, E'\\n')" if kind == "text" else f"array_agg({column})")
     aggregates += ["string_agg(sketch, ''::bytea)", "array_agg(length(sketch))", "count(*)"]
     if with_timings:
         aggregates += ["string_agg(timings, ''::bytea)", "array_agg(length(timings))"]
-    sql = f"SELECT {', '.join(aggregates)} FROM {TABLE} WHERE {where}"  # noqa: S608
+    sql = f"SELECT {', '.join(aggregates)} FROM {source} WHERE {where}"  # noqa: S608
     connection.ensure_connection()
     raw_connection = connection.connection
     assert raw_connection is not None
@@ -266,10 +311,10 @@ def _read_pg(where: str, params: Sequence[Any], with_timings: bool) -> Cells:
     return _assemble(values, sketch_blob, sketch_lengths, timing_blob, timing_lengths)
 
 
-def _read_sqlite(where: str, params: Sequence[Any], with_timings: bool) -> Cells:
+def _read_sqlite(source: str, where: str, params: Sequence[Any], with_timings: bool) -> Cells:
     columns_sql = ", ".join([*_READ_COLUMNS, "sketch", "timings" if with_timings else "x''"])
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {columns_sql} FROM {TABLE} WHERE {where}", list(params))  # noqa: S608
+        cursor.execute(f"SELECT {columns_sql} FROM {source} WHERE {where}", list(params))  # noqa: S608
         rows = cursor.fetchall()
     n = len(rows)
     columns = list(zip(*rows, strict=True)) if n else [() for _ in range(len(_READ_COLUMNS) + 2)]
@@ -310,6 +355,8 @@ def _assemble(
         error_type=values["error_type"].astype(np.int64),
         tier=values["tier"].astype(np.int64),
         count=values["count"].astype(np.int64),
+        errors=values["errors"].astype(np.int64),
+        timeouts=values["timeouts"].astype(np.int64),
         latency_sum=values["latency_sum_ms"].astype(np.float64),
         latency_min=values["latency_min_ms"].astype(np.float64),
         latency_max=values["latency_max_ms"].astype(np.float64),
