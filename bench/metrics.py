@@ -147,19 +147,18 @@ def _inner() -> None:
     import django
 
     django.setup()
+    from datetime import timedelta
+
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.db.models import Count
-
-    from datetime import timedelta
-
     from django.utils import timezone
 
     from perfops.metrics.filters import TIERS, parse_filters
     from perfops.metrics.query import MetricsQuery
     from perfops.metrics.rollup import catch_up_window
     from perfops.metrics.sketch import TIER_EDGES_MS
-    from perfops.telemetry.models import Agent, Deployment, Department
+    from perfops.telemetry.models import Agent, Department, Deployment
 
     user = get_user_model().objects.filter(is_superuser=True).first()
     if user is None:
@@ -180,10 +179,10 @@ def _inner() -> None:
         .first()
     )
     agent = Agent.objects.order_by("slug").values_list("slug", flat=True)[len(Agent.objects.all()) // 3]
-    cases = [
+    cases: list[tuple[str, dict[str, str]]] = [
         ("fleet, default filters", {}),
-        (f"department={biggest}", {"department": biggest}),
-        (f"version={common_version}", {"version": common_version}),
+        (f"department={biggest}", {"department": str(biggest)}),
+        (f"version={common_version}", {"version": str(common_version)}),
         ("version=latest", {"version": "latest"}),
         ("intent=customer_support", {"intent": "customer_support"}),
         ("tier=slow", {"tier": "slow"}),
@@ -195,7 +194,7 @@ def _inner() -> None:
     rolled_from = catch_up_window(now - timedelta(days=31), None, now)[0]
     results: dict[str, Any] = {}
     for label, extra in cases:
-        params = {"range": "30d", **extra}
+        params: dict[str, str] = {"range": "30d", **extra}
         timings = []
         for _ in range(QUERY_RUNS):
             began = time.perf_counter()
@@ -226,7 +225,9 @@ def _inner() -> None:
     print(json.dumps(results))
 
 
-def _raw_where(params, plan, query, tiers, edges, rolled_from) -> tuple[str, list[Any]]:
+def _raw_where(
+    params: dict[str, str], plan: Any, query: Any, tiers: dict[str, int], edges: tuple[float, ...], rolled_from: int
+) -> tuple[str, list[Any]]:
     """The same filter set as SQL over the raw traces (independent of the rollups)."""
     from datetime import UTC, datetime
 
@@ -267,9 +268,9 @@ def _raw_where(params, plan, query, tiers, edges, rolled_from) -> tuple[str, lis
     return " AND ".join(clauses), args
 
 
-def _raw(connection, where: str, args: list[Any], plan) -> tuple[float, list[float], dict[int, list[float]]]:
+def _raw(connection: Any, where: str, args: list[Any], plan: Any) -> tuple[float, list[float], dict[int, list[float]]]:
     """percentile_cont's time (summary + series) and the exact nearest-rank values (percentile_disc)."""
-    base = f"FROM telemetry_trace t WHERE {where}"  # noqa: S608
+    base = f"FROM telemetry_trace t WHERE {where}"
     bucket = f"floor((extract(epoch FROM t.started_at) - {plan.start_s}) / {plan.width_s})::int"
     with connection.cursor() as cursor:
         began = time.perf_counter()
@@ -297,7 +298,9 @@ def _raw(connection, where: str, args: list[Any], plan) -> tuple[float, list[flo
     return baseline, exact_summary, exact_points
 
 
-def _errors(summary, series, exact_summary, exact_points) -> float:
+def _errors(
+    summary: dict[str, Any], series: dict[str, Any], exact_summary: list[float], exact_points: dict[int, list[float]]
+) -> float:
     keys = ("p50_ms", "p95_ms", "p99_ms")
     worst = 0.0
     pairs = list(zip((summary[k] for k in keys), exact_summary, strict=False))
@@ -340,16 +343,18 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         ended = time.perf_counter()
         drained = None
         with psycopg.connect(database_url, autocommit=True) as conn:
+
+            def scalar(sql: str) -> int:
+                row = conn.execute(sql).fetchone()
+                return int(row[0]) if row else 0
+
             while time.perf_counter() - ended < 600:
-                marks = conn.execute("SELECT count(*) FROM metrics_dirtybucket").fetchone()[0]
-                if not marks:
+                if not scalar("SELECT count(*) FROM metrics_dirtybucket"):
                     drained = time.perf_counter() - ended
                     break
                 time.sleep(1)
-            stored = conn.execute("SELECT count(*) FROM telemetry_trace").fetchone()[0]
-            rolled = conn.execute(
-                "SELECT coalesce(sum(count), 0) FROM metrics_rollup WHERE view = 1 AND grain_s = 30"
-            ).fetchone()[0]
+            stored = scalar("SELECT count(*) FROM telemetry_trace")
+            rolled = scalar("SELECT coalesce(sum(count), 0) FROM metrics_rollup WHERE view = 5 AND grain_s = 30")
     finally:
         worker.terminate()
         server.terminate()
@@ -357,8 +362,9 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         server.wait(timeout=30)
     print(
         f"   steady state: ingest {rate:,.0f} traces/s with the rollup running (p95 {outcome['p95_ms']:.0f} ms, "
-        f"statuses {outcome['statuses']}); rollup drained {'in %.0f s' % drained if drained is not None else 'NOT within 600 s'} "
-        f"after the load; rolled up {rolled:,} of {stored:,} stored traces",
+        f"statuses {outcome['statuses']}); rollup drained "
+        f"{f'in {drained:.0f} s' if drained is not None else 'NOT within 600 s'} after the load; "
+        f"rolled up {rolled:,} of {stored:,} stored traces",
         flush=True,
     )
     return {

@@ -89,9 +89,7 @@ def test_a_bad_parameter_gets_400_naming_it_and_why(reader, path, params, field,
 
 @pytest.mark.django_db
 def test_start_after_end_and_spans_under_a_minute_are_refused(reader):
-    response = reader.get(
-        "/api/v1/metrics/summary", {"start": "2026-11-29T10:00:00Z", "end": "2026-11-29T10:00:30Z"}
-    )
+    response = reader.get("/api/v1/metrics/summary", {"start": "2026-11-29T10:00:00Z", "end": "2026-11-29T10:00:30Z"})
     assert response.status_code == 400
     assert response.json()["errors"]["end"] == ["Must be at least one minute after start."]
 
@@ -111,7 +109,8 @@ def test_it_needs_a_read_token_or_a_session(rolled_up, engineer):
 @pytest.mark.django_db
 def test_each_caller_sees_only_their_departments(rolled_up, engineer, outsider):
     truth = Truth.load()
-    research_traces = int((truth.department != truth.department[truth.agent == rolled_up.agents["pay-bot"].pk][0]).sum())
+    payments = truth.department[truth.agent == rolled_up.agents["pay-bot"].pk][0]
+    research_traces = int((truth.department != payments).sum())
     theirs = client_for(outsider).get("/api/v1/metrics/summary", {"range": "30d", "environment": "all"}).json()
     assert theirs["count"] == research_traces
     mine = client_for(engineer).get("/api/v1/metrics/summary", {"range": "30d", "environment": "all"}).json()
