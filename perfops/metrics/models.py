@@ -99,19 +99,23 @@ class Rollup(models.Model):
 
 
 class DirtyBucket(models.Model):
-    """A 30-second bucket whose traces changed since it was last rolled up (written by ingest)."""
+    """A note that traces of a 30-second bucket changed, written by ingest with them (perfops.metrics.dirty)."""
 
-    bucket_epoch_s = models.BigIntegerField(primary_key=True)
-    # The first change not yet rolled up: the rollup lets a mark settle briefly before it claims it.
+    bucket_epoch_s = models.BigIntegerField()
+    # When ingest wrote it: a bucket's notes settle briefly before the rollup takes them.
     marked_at = models.DateTimeField()
-    # Bumped by every write; a rollup removes the mark only if it is still the version it read.
-    version = models.BigIntegerField(default=1)
+    # The writing transaction's id (PostgreSQL; 0 on SQLite): taken only once every older one has ended.
+    writer_xid = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["bucket_epoch_s"]
+        indexes = [
+            # User: the rollup's claim (buckets with notes, oldest first) and its delete of what it took.
+            models.Index(fields=["bucket_epoch_s", "writer_xid"], name="dirtybucket_bucket_idx"),
+        ]
 
     def __str__(self) -> str:
-        return f"{datetime.fromtimestamp(self.bucket_epoch_s, tz=UTC):%Y-%m-%d %H:%M:%S} (v{self.version})"
+        return f"{datetime.fromtimestamp(self.bucket_epoch_s, tz=UTC):%Y-%m-%d %H:%M:%S} (xid {self.writer_xid})"
 
 
 class RollupState(models.Model):

@@ -33,7 +33,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from perfops.metrics import cells as cellmod
+from perfops.metrics import dirty
 from perfops.metrics.cells import Cells
+from perfops.metrics.dirty import Claim
 from perfops.metrics.levels import BASE, COARSE, DERIVED_VIEWS, FINER, Grain, View, ceil_to, floor_to, kept_from
 from perfops.metrics.models import DirtyBucket, Rollup, RollupState
 from perfops.metrics.raw import read_traces
@@ -149,8 +151,10 @@ def _at(epoch_s: int) -> datetime:
     return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
-def _commit(lease: Lease, writes: Sequence[Write], marks: Sequence[tuple[int, int]] = ()) -> int:
-    """Replace the rows of every write and clear the claimed marks, in one transaction; returns rows written."""
+def _commit(lease: Lease, writes: Sequence[Write], taken: Claim | None = None) -> int:
+    """Replace the rows of every write and delete the notes they answer, in one transaction; returns rows written."""
+    from django.db import connection
+
     written = 0
     with transaction.atomic():
         lease.renew()
@@ -158,9 +162,9 @@ def _commit(lease: Lease, writes: Sequence[Write], marks: Sequence[tuple[int, in
             delete_rows(write.grain, write.start_s, write.end_s, write.views)
             for view, cells in write.parts:
                 written += insert_cells(write.grain, view, cells)
-        # Last and in bucket order: a mark bumped by ingest since it was read stays for the next run.
-        for bucket, version in sorted(marks):
-            DirtyBucket.objects.filter(bucket_epoch_s=bucket, version=version).delete()
+        if taken is not None and taken.buckets:
+            with connection.cursor() as cursor:
+                cursor.execute(*taken.release_sql())
         RollupState.objects.filter(pk=RollupState.SINGLETON).update(generation=F("generation") + 1)
     return written
 
@@ -240,28 +244,25 @@ def _tick(lease: Lease, now: datetime, settle_s: int, limit: int, result: RunRes
     oldest_raw = int((now - timedelta(days=settings.PERFOPS["RAW_RETENTION_DAYS"])).timestamp())
     # Raw traces this old are gone (or about to be): recomputing would replace good rollups with nothing.
     DirtyBucket.objects.filter(bucket_epoch_s__lt=oldest_raw).delete()
-    marks = list(
-        DirtyBucket.objects.filter(marked_at__lte=settled)
-        .order_by("bucket_epoch_s")
-        .values_list("bucket_epoch_s", "version")[:limit]
-    )
-    result.marks_left = DirtyBucket.objects.count() - len(marks)
+    taken = dirty.claim(settled_before=settled, limit=limit)
     windows = Windows.at(now)
     homes = agent_homes()
-    # Each mark is recomputed at the finest grain still kept at its time, a run of buckets per raw read.
+    # Each bucket is recomputed at the finest grain still kept at its time, a run of buckets per raw read.
     changed: dict[int, set[int]] = {Grain.S30: set(), Grain.M5: set(), Grain.H1: set(), Grain.D1: set()}
-    by_grain: dict[Grain, dict[int, list[tuple[int, int]]]] = {}
-    for bucket, version in marks:
+    by_grain: dict[Grain, dict[int, list[int]]] = {}
+    for bucket in taken.buckets:
         grain = windows.finest(bucket)
-        by_grain.setdefault(grain, {}).setdefault(floor_to(bucket, grain), []).append((bucket, version))
+        by_grain.setdefault(grain, {}).setdefault(floor_to(bucket, grain), []).append(bucket)
     for grain, units in sorted(by_grain.items()):
         for start_s, end_s in _runs(units, grain, max(1, RUN_BUCKETS * BASE // grain)):
             agent_cells, traces = _from_raw(grain, start_s, end_s, homes)
-            claimed = [mark for unit in range(start_s, end_s, grain) for mark in units.get(unit, [])]
-            result.rows += _commit(lease, [Write(grain, start_s, end_s, with_views(agent_cells))], claimed)
+            answered = [b for unit in range(start_s, end_s, grain) for b in units.get(unit, [])]
+            release = dirty.Claim(answered, taken.horizon, taken.own, taken.last_id)
+            result.rows += _commit(lease, [Write(grain, start_s, end_s, with_views(agent_cells))], release)
             result.traces += traces
             result.buckets += (end_s - start_s) // grain
             changed[grain].update(range(start_s, end_s, grain))
+    result.marks_left = dirty.pending()
 
     state = RollupState.get()
     built_to = floor_to(int((settled - timedelta(seconds=BASE)).timestamp()), BASE)
@@ -415,13 +416,9 @@ def _catch_up(
     jobs: int,
 ) -> None:
     start_s, end_s = catch_up_window(since, until, now)
-    # Marks in the window, read before any raw trace is: once every slice is in, the ticks need not
-    # recompute these buckets again (a mark bumped meanwhile stays, like in a tick).
-    marks = list(
-        DirtyBucket.objects.filter(bucket_epoch_s__gte=start_s, bucket_epoch_s__lt=end_s).values_list(
-            "bucket_epoch_s", "version"
-        )
-    )
+    # Notes in the window taken before any raw trace is read: once every slice is in, the ticks need
+    # not recompute these buckets again (notes written meanwhile stay, as in a tick).
+    taken = dirty.claim(settled_before=None, start_s=start_s, end_s=end_s, limit=10**9)
     slices = plan_slices(start_s, end_s)
     clock = time.perf_counter()
     done_s = 0
@@ -441,7 +438,7 @@ def _catch_up(
         agent_cells = read_agent_cells(Grain.H1, day_start, day_end).regroup(grain=Grain.D1)
         result.rows += _commit(lease, [Write(Grain.D1, day_start, day_end, with_views(agent_cells))])
         result.coarse += (day_end - day_start) // Grain.D1
-    _commit(lease, [], marks)
+    _commit(lease, [], taken)
     state = RollupState.get()
     through = floor_to(end_s, Grain.H1)
     if state.coarse_through is None or int(state.coarse_through.timestamp()) < through:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from perfops.telemetry.choices import DependencyStatus, TimingKind
+from perfops.telemetry.choices import DependencyKind, DependencyStatus, TimingKind
 
 ENTRY = np.dtype([("label", "<u4"), ("start_ms", "<f4"), ("duration_ms", "<f4")])
 ENTRY_SIZE = ENTRY.itemsize
@@ -32,20 +32,6 @@ _label_ids: dict[LabelKey, int] = {}
 def forget_labels() -> None:
     """Drop the process memo (tests roll back the rows it points at)."""
     _label_ids.clear()
-
-
-def _call_fields(call: Any) -> tuple[str, str, float, float, bool]:
-    if isinstance(call, Mapping):
-        failed = call.get("status", DependencyStatus.OK) == DependencyStatus.ERROR
-        return call["kind"], call["name"], float(call.get("start_ms") or 0.0), float(call["duration_ms"]), failed
-    return call.kind, call.name, float(call.start_ms), float(call.duration_ms), call.status == DependencyStatus.ERROR
-
-
-def label_keys(phases: Mapping[str, float], calls: Iterable[Any]) -> set[LabelKey]:
-    """The labels one trace's timings need."""
-    keys = {(TimingKind.PHASE.value, name) for name in phases}
-    keys.update((str(kind), name) for kind, name, *_ in map(_call_fields, calls))
-    return keys
 
 
 def label_ids(keys: Iterable[LabelKey]) -> dict[LabelKey, int]:
@@ -73,42 +59,69 @@ def label_ids(keys: Iterable[LabelKey]) -> dict[LabelKey, int]:
     return {**known, **fetched}
 
 
-def encode_many(
-    traces: Iterable[tuple[Mapping[str, float], Sequence[Any]]], ids: Mapping[LabelKey, int]
-) -> list[bytes]:
-    """The packed timings of many traces (phases in their order, then the calls), built in one array."""
-    phase = TimingKind.PHASE.value
-    labels: list[int] = []
+# Enum members and their values hash alike (TextChoices are str), so one dict maps both to plain text.
+_KIND: dict[str, str] = {kind.value: kind.value for kind in DependencyKind}
+_PHASE = TimingKind.PHASE.value
+_FAILED = DependencyStatus.ERROR
+
+
+def _flatten(
+    traces: Iterable[tuple[Mapping[str, float], Sequence[Any]]],
+) -> tuple[list[LabelKey], list[float], list[float], list[bool], list[int]]:
+    """Every trace's entries in one pass: label keys, starts, durations, failures, and entries per trace.
+
+    Calls are msgspec structs from ingest, or dicts from a stored trace (the OTLP sweeper).
+    """
+    keys: list[LabelKey] = []
     starts: list[float] = []
     durations: list[float] = []
+    failed: list[bool] = []
     sizes: list[int] = []
     for phases, calls in traces:
         offset = 0.0
         for name, duration in phases.items():
-            labels.append(ids[(phase, name)])
+            keys.append((_PHASE, name))
             starts.append(offset)
             durations.append(duration)
+            failed.append(False)
             offset += duration
-        for kind, name, start, duration, failed in map(_call_fields, calls):
-            labels.append(ids[(str(kind), name)] | (ERROR_BIT if failed else 0))
-            starts.append(start)
-            durations.append(duration)
+        for call in calls:
+            if type(call) is dict:
+                keys.append((_KIND[call["kind"]], call["name"]))
+                starts.append(call.get("start_ms") or 0.0)
+                durations.append(call["duration_ms"])
+                failed.append(call.get("status") == _FAILED)
+            else:
+                keys.append((_KIND[call.kind], call.name))
+                starts.append(call.start_ms)
+                durations.append(call.duration_ms)
+                failed.append(call.status is _FAILED)
         sizes.append(len(phases) + len(calls))
-    packed = np.empty(len(labels), dtype=ENTRY)
-    packed["label"] = labels
+    return keys, starts, durations, failed, sizes
+
+
+def encode_many(traces: Iterable[tuple[Mapping[str, float], Sequence[Any]]]) -> list[bytes]:
+    """The packed timings of many traces (phases in their order, then the calls), built in one array.
+
+    Labels seen for the first time are created on the way (inside the caller's transaction).
+    """
+    keys, starts, durations, failed, sizes = _flatten(traces)
+    ids = label_ids(set(keys))
+    packed = np.empty(len(keys), dtype=ENTRY)
+    packed["label"] = np.fromiter(map(ids.__getitem__, keys), dtype=np.uint32, count=len(keys)) | np.where(
+        np.array(failed, dtype=bool), np.uint32(ERROR_BIT), np.uint32(0)
+    )
     packed["start_ms"] = starts
     packed["duration_ms"] = durations
     data = packed.tobytes()
     ends = np.cumsum(sizes, dtype=np.int64) * ENTRY_SIZE
-    return [
-        data[a:b]
-        for a, b in zip((ends - np.asarray(sizes, dtype=np.int64) * ENTRY_SIZE).tolist(), ends.tolist(), strict=True)
-    ]
+    firsts = ends - np.asarray(sizes, dtype=np.int64) * ENTRY_SIZE
+    return [data[a:b] for a, b in zip(firsts.tolist(), ends.tolist(), strict=True)]
 
 
-def encode(phases: Mapping[str, float], calls: Sequence[Any], ids: Mapping[LabelKey, int]) -> bytes:
+def encode(phases: Mapping[str, float], calls: Sequence[Any]) -> bytes:
     """One trace's packed timings."""
-    return encode_many([(phases, calls)], ids)[0]
+    return encode_many([(phases, calls)])[0]
 
 
 def decode(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:

@@ -969,11 +969,7 @@ def _merge_late_children(trace_id: uuid.UUID, result: SweepResult) -> None:
                 logger.warning("late OTLP spans do not fit trace %s: %s", trace_id.hex, _describe(errors))
                 discarded = len(rows)
             else:
-                packed = timings.encode(
-                    record.phases,
-                    record.dependencies,
-                    timings.label_ids(timings.label_keys(record.phases, record.dependencies)),
-                )
+                packed = timings.encode(record.phases, record.dependencies)
                 Trace.objects.filter(trace_id=trace_id, started_at=trace["started_at"]).update(
                     phases=record.phases, dependencies=record.dependencies, timings=packed, received_at=Now()
                 )

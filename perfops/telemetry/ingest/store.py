@@ -310,10 +310,7 @@ def _insert_traces(rows: Sequence[TraceRecord], agents: dict[str, AgentRef], *, 
     """Insert the rows and return how many were new (the rest were already stored)."""
     if not rows:
         return 0
-    keys: set[timings.LabelKey] = set()
-    for r in rows:
-        keys.update(timings.label_keys(r.phases, r.dependencies))
-    packed = timings.encode_many([(r.phases, r.dependencies) for r in rows], timings.label_ids(keys))
+    packed = timings.encode_many([(r.phases, r.dependencies) for r in rows])
     if connection.vendor == "postgresql":
         return _copy_postgresql(rows, agents, packed, dedupe=dedupe)
     return _insert_sqlite(rows, agents, packed)
