@@ -61,7 +61,7 @@ def _delete_rollups(grain: int, before_s: int) -> int:
     return sum(
         _delete_in_batches(sql, [int(view), grain, environment, before_s])
         for view in View
-        for environment in Environment.values
+        for environment in range(len(Environment.values))
     )
 
 
