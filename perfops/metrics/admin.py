@@ -29,19 +29,9 @@ class RollupStateAdmin(admin.ModelAdmin):
         "last_error_at",
     ]
     readonly_fields = [*list_display, "last_error"]
-    fields = [
-        "generation",
-        "last_run_at",
-        "last_run_seconds",
-        "last_run_buckets",
-        "last_run_traces",
-        "coarse_through",
-        "pending_buckets",
-        "lease_owner",
-        "lease_until",
-        "last_error_at",
-        "last_error",
-    ]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return self.readonly_fields
 
     @admin.display(description="buckets waiting")
     def pending_buckets(self, state: RollupState) -> int:

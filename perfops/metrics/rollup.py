@@ -215,14 +215,20 @@ def _from_raw(grain: Grain, start_s: int, end_s: int, homes: tuple[np.ndarray, n
 
 def tick(now: datetime | None = None, *, settle_s: int | None = None, limit: int = TICK_BUCKETS) -> RunResult:
     """Recompute the settled dirty buckets and build the coarse buckets that closed or changed."""
+    settle = _settle_s() if settle_s is None else settle_s
+    return _leased(0.0, lambda lease, result: _tick(lease, now or timezone.now(), settle, limit, result))
+
+
+def _leased(wait_s: float, work: Callable[[Lease, RunResult], None]) -> RunResult:
+    """Run `work` under the rollup lease (waiting up to wait_s for it), recording how it went on the state row."""
     started = time.perf_counter()
     result = RunResult()
     lease = Lease()
-    if not lease.acquire():
+    if not (lease.acquire_waiting(wait_s) if wait_s else lease.acquire()):
         result.skipped = "another rollup run holds the lease"
         return result
     try:
-        _tick(lease, now or timezone.now(), _settle_s() if settle_s is None else settle_s, limit, result)
+        work(lease, result)
     except Exception as exc:
         _record_error(exc)
         raise
@@ -330,22 +336,8 @@ def catch_up(
     With jobs > 1 the slices are spread over that many worker processes (PostgreSQL: each reads
     and writes over its own connection, under this run's lease).
     """
-    started = time.perf_counter()
-    result = RunResult()
-    lease = Lease()
-    if not lease.acquire_waiting(wait_s):
-        result.skipped = "another rollup run holds the lease"
-        return result
-    try:
-        _catch_up(lease, since, until, now or timezone.now(), progress, result, jobs)
-    except Exception as exc:
-        _record_error(exc)
-        raise
-    finally:
-        lease.release()
-    result.seconds = time.perf_counter() - started
-    _record_run(result)
-    return result
+    moment = now or timezone.now()
+    return _leased(wait_s, lambda lease, result: _catch_up(lease, since, until, moment, progress, result, jobs))
 
 
 def catch_up_window(since: datetime, until: datetime | None, now: datetime) -> tuple[int, int]:

@@ -216,29 +216,8 @@ def _put(buf: np.ndarray, position: np.ndarray, values: np.ndarray) -> None:
 
 # --- Reading rows back into cells ----------------------------------------------------------------
 
-_READ_COLUMNS = (
-    "bucket_epoch_s",
-    "environment",
-    "department_id",
-    "team_id",
-    "agent_id",
-    "version",
-    "intent",
-    "status",
-    "error_type",
-    "tier",
-    "count",
-    "errors",
-    "timeouts",
-    "latency_sum_ms",
-    "latency_min_ms",
-    "latency_max_ms",
-    "input_tokens_sum",
-    "output_tokens_sum",
-    "traces_with_tokens",
-    "cache_hits",
-    "profiled",
-)
+# Everything but the keys of the view and grain (the caller filters on them) and the two blobs.
+_READ_COLUMNS = tuple(c for c in COLUMNS if c not in ("grain_s", "view", "sketch", "timings"))
 # (column, array type in PostgreSQL's binary format)
 _PG_TYPES: tuple[str, ...] = (">i8", ">i2", ">i4", ">i4", ">i4", "text", "text", ">i2", ">i2", ">i2")
 _PG_TYPES += (">i8", ">i8", ">i8", ">f8", ">f8", ">f8", ">i8", ">i8", ">i8", ">i8", ">i8")

@@ -306,3 +306,15 @@ def test_bad_options_are_refused():
         call_command("seed_demo", days=90)
     with pytest.raises(CommandError, match="--agents"):
         call_command("seed_demo", agents=10)
+
+
+@pytest.mark.django_db
+def test_the_history_is_rolled_up_so_the_charts_show_it_at_once(seeded, superuser):
+    from perfops.metrics.filters import parse_filters
+    from perfops.metrics.query import MetricsQuery
+
+    assert "Rolled up 30,000 traces" in seeded
+    with time_machine.travel(NOW + timedelta(minutes=1), tick=False):
+        summary = MetricsQuery(parse_filters({"range": "7d", "environment": "all"}), superuser).summary()
+    assert summary["count"] == TRACES
+    assert summary["p50_ms"] > 0

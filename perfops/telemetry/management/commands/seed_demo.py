@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 
+from perfops.metrics.models import RollupState
 from perfops.metrics.rollup import catch_up
 from perfops.telemetry.demo import fleet, loader
 from perfops.telemetry.demo.plan import build_plan, from_us
@@ -90,7 +91,12 @@ class Command(BaseCommand):
         if existing.exists:
             described = f"{existing.agents} agents"
             if options["if_empty"]:
-                self.stdout.write(f"The demo fleet is already seeded ({described}); nothing to do.")
+                if RollupState.objects.filter(coarse_through__isnull=False).exists():
+                    self.stdout.write(f"The demo fleet is already seeded ({described}); nothing to do.")
+                else:
+                    # Seeded before rollups existed (or they were reset): roll the history up once.
+                    self.stdout.write(f"The demo fleet is already seeded ({described}); its history has no rollups.")
+                    self._roll_up(jobs)
                 return
             if not options["reset"]:
                 raise CommandError(
