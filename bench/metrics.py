@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -106,9 +105,21 @@ def catch_up(env: dict[str, str], database_url: str) -> dict[str, Any]:
         conn.execute("VACUUM ANALYZE telemetry_trace")
     jobs = min(4, os.cpu_count() or 1)
     began = time.perf_counter()
-    output = _manage(env, "rollup", "--since", "31d", "--jobs", str(jobs))
+    # manage.py rollup, then the peak memory of it and of its worker processes (all its children).
+    runner = (
+        "import resource, runpy, sys; "
+        f"sys.argv = ['manage.py', 'rollup', '--since', '31d', '--jobs', '{jobs}']; "
+        "runpy.run_path('manage.py', run_name='__main__'); "
+        "usage = resource.getrusage; "
+        "print('PEAK_RSS_KB', max(usage(resource.RUSAGE_SELF).ru_maxrss, usage(resource.RUSAGE_CHILDREN).ru_maxrss))"
+    )
+    done = subprocess.run([PY, "-c", runner], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"manage.py rollup failed:\n{done.stdout}\n{done.stderr}")
+    output = done.stdout
     wall = time.perf_counter() - began
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak = re.search(r"PEAK_RSS_KB (\d+)", output)
+    peak_mb = int(peak.group(1)) / 1024 if peak else float("nan")
     match = re.search(r"Rolled up ([\d,]+) traces into ([\d,]+) rows in ([\d.]+) s \(([\d,]+) traces/s\)", output)
     if not match:
         raise SystemExit(f"unexpected rollup output:\n{output}")

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from perfops.metrics import storage
 from perfops.metrics.levels import Grain, View, kept_from
 from perfops.telemetry import partitions
 from perfops.telemetry.choices import Environment
@@ -46,6 +47,7 @@ def apply_retention(now: datetime | None = None) -> dict[str, int]:
         )
     for grain in Grain:
         result["rollup_rows_deleted"] += _delete_rollups(grain, kept_from(grain, now))
+    storage.analyze()
     if any(result.values()):
         logger.info("retention: %s", result)
     return result

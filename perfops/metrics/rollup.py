@@ -39,7 +39,7 @@ from perfops.metrics.dirty import Claim
 from perfops.metrics.levels import BASE, COARSE, DERIVED_VIEWS, FINER, Grain, View, ceil_to, floor_to, kept_from
 from perfops.metrics.models import DirtyBucket, Rollup, RollupState
 from perfops.metrics.raw import read_traces
-from perfops.metrics.storage import delete_rows, insert_cells, read_cells
+from perfops.metrics.storage import analyze, delete_rows, insert_cells, read_cells
 
 logger = logging.getLogger(__name__)
 
@@ -431,6 +431,7 @@ def _catch_up(
         result.rows += _commit(lease, [Write(Grain.D1, day_start, day_end, with_views(agent_cells))])
         result.coarse += (day_end - day_start) // Grain.D1
     _commit(lease, [], taken)
+    analyze()
     state = RollupState.get()
     through = floor_to(end_s, Grain.H1)
     if state.coarse_through is None or int(state.coarse_through.timestamp()) < through:
