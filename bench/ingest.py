@@ -37,14 +37,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env(database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+def bench_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked process: production settings on `database_url`, no Redis."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", *extra)}
     env.update(
         DATABASE_URL=database_url,
         PERFOPS_HTTPS="0",
         DEBUG="0",
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="perfops.settings",
+        **extra,
     )
     return env
 
@@ -63,7 +65,7 @@ def prepare_database(database_url: str) -> tuple[dict[str, str], str]:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    env = _env(database_url)
+    env = bench_env(database_url)
     _manage(env, "migrate", "--no-input", "--verbosity", "0")
     script = (
         "from django.contrib.auth.models import User;"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from ingest import bench_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -38,17 +39,7 @@ QUERY_RUNS = 5
 
 
 def _env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PERFOPS_VAR_DIR")}
-    env.update(
-        DATABASE_URL=database_url,
-        PERFOPS_HTTPS="0",
-        DEBUG="0",
-        LOG_LEVEL="WARNING",
-        DJANGO_SETTINGS_MODULE="perfops.settings",
-        PERFOPS_VAR_DIR=str(ROOT / "var" / "bench"),
-        **extra,
-    )
-    return env
+    return bench_env(database_url, PERFOPS_VAR_DIR=str(ROOT / "var" / "bench"), **extra)
 
 
 def _manage(env: dict[str, str], *args: str, echo: bool = False) -> str:

@@ -21,25 +21,7 @@ from tests.metrics.conftest import ingest
 
 def snapshot() -> list[tuple]:
     """Every rollup row, comparable across runs."""
-    return sorted(
-        Rollup.objects.values_list(
-            "grain_s",
-            "view",
-            "bucket_epoch_s",
-            "environment",
-            "department_id",
-            "team_id",
-            "agent_id",
-            "version",
-            "intent",
-            "status",
-            "error_type",
-            "tier",
-            "count",
-            "sketch",
-            "timings",
-        )
-    )
+    return sorted(Rollup.objects.values_list(*storage.COLUMNS))
 
 
 def total(grain: int, view: View = View.AGENT, **filters) -> int:
