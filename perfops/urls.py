@@ -1,4 +1,4 @@
-"""URL map: admin, REST API (with OpenAPI), OTLP/HTTP ingest, health."""
+"""URL map: the dashboard, admin, REST API (with OpenAPI), OTLP/HTTP ingest, health."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -10,9 +10,11 @@ from perfops import health
 admin.site.site_header = "perfops"
 admin.site.site_title = "perfops"
 admin.site.index_title = "Performance control room"
+admin.site.site_url = "/dashboard/performance/"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="dashboard:performance", permanent=False)),
+    path("dashboard/performance/", include("perfops.dashboard.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/metrics/", include("perfops.metrics.urls")),
     path("api/v1/", include("perfops.telemetry.urls")),

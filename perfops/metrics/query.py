@@ -153,13 +153,14 @@ def resolve_scope(filters: MetricFilters, user: Any) -> Scope:
     )
 
 
-def choose_view(scope: Scope, group_by: str | None = None) -> View:
+def choose_view(scope: Scope, group_by: str | Sequence[str] | None = None) -> View:
     """The smallest view that keeps every dimension the scope filters on and the grouping needs."""
     needed = scope.needs()
-    if group_by in _GROUP_DIMENSION:
-        needed.add(_GROUP_DIMENSION[group_by])
-    if group_by in ("status", "error_type", "tier"):
-        needed.add("outcome")
+    for by in (group_by,) if group_by is None or isinstance(group_by, str) else group_by:
+        if by in _GROUP_DIMENSION:
+            needed.add(_GROUP_DIMENSION[by])
+        if by in ("status", "error_type", "tier"):
+            needed.add("outcome")
     return next(view for view in VIEWS_BY_SIZE if needed <= VIEW_DIMS[view])
 
 
@@ -183,7 +184,13 @@ class Plan:
         return max(min(self.end_s, self.now_s) - self.start_s, 1.0)
 
 
-def plan(filters: MetricFilters, scope: Scope, now: datetime, group_by: str | None = None) -> Plan:
+def plan(
+    filters: MetricFilters,
+    scope: Scope,
+    now: datetime,
+    group_by: str | Sequence[str] | None = None,
+    max_points: int = MAX_POINTS,
+) -> Plan:
     """Choose the view, the bucket width and the segments of rollup rows that cover the window."""
     start, end = filters.window(now)
     windows = Windows.at(now)
@@ -196,7 +203,7 @@ def plan(filters: MetricFilters, scope: Scope, now: datetime, group_by: str | No
     width = WIDTHS[-1]
     for candidate in WIDTHS:
         if candidate % finest_at_start == 0 and ceil_to(end_s, candidate) - floor_to(start_s, candidate) <= (
-            MAX_POINTS * candidate
+            max_points * candidate
         ):
             width = candidate
             break
@@ -421,8 +428,8 @@ class MetricsQuery:
         self.scope = resolve_scope(filters, user)
         self._fetched: dict[tuple[View, tuple[tuple[int, int, int], ...], bool], Cells] = {}
 
-    def plan(self, group_by: str | None = None) -> Plan:
-        return plan(self.filters, self.scope, self.now, group_by)
+    def plan(self, group_by: str | Sequence[str] | None = None, max_points: int = MAX_POINTS) -> Plan:
+        return plan(self.filters, self.scope, self.now, group_by, max_points)
 
     def fetch(self, the_plan: Plan, *, with_timings: bool = False) -> Cells:
         """The plan's rows; read once per query object (a summary and a series of one filter set share them)."""
@@ -449,12 +456,20 @@ class MetricsQuery:
         return {"window": self._window(the_plan), **result.row(0, the_plan.covered_s())}
 
     def series(
-        self, group_by: str | None = None, *, limit: int = 10, qs: Sequence[float] = QUANTILES
+        self,
+        group_by: str | None = None,
+        *,
+        limit: int = 10,
+        qs: Sequence[float] = QUANTILES,
+        max_points: int = MAX_POINTS,
     ) -> dict[str, Any]:
-        """The same figures per time bucket, optionally one series per value of a dimension (top `limit`)."""
+        """The same figures per time bucket, optionally one series per value of a dimension (top `limit`).
+
+        `max_points` caps the buckets (a 7-day sparkline asks for 7 or 8 and reads day rows).
+        """
         if group_by is not None and group_by not in GROUP_BY:
             raise FilterError({"group_by": [f"Must be one of {', '.join(GROUP_BY)}."]})
-        the_plan = self.plan(group_by)
+        the_plan = self.plan(group_by, max_points)
         found = self.fetch(the_plan)
         points = the_plan.points
         point = np.clip((found.bucket - the_plan.start_s) // the_plan.width_s, 0, points - 1)
@@ -488,6 +503,24 @@ class MetricsQuery:
         rows = [{"key": label, **result.row(i, the_plan.covered_s())} for i, label in enumerate(labels)]
         rows.sort(key=lambda row: (-row["count"], row["key"]))
         return {"window": self._window(the_plan), "by": by, "rows": rows}
+
+    def cross(self, first: str, second: str, *, qs: Sequence[float] = ()) -> dict[str, Any]:
+        """Totals per pair of dimension values (e.g. error type x agent for the error treemap), largest first."""
+        for by in (first, second):
+            if by not in GROUP_BY:
+                raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY)}."]})
+        the_plan = self.plan((first, second))
+        found = self.fetch(the_plan)
+        codes_a, labels_a = Labels.for_cells(found, first)
+        codes_b, labels_b = Labels.for_cells(found, second)
+        width = len(labels_b)
+        result = stats(found, codes_a * width + codes_b, len(labels_a) * width, qs)
+        rows = [
+            {first: labels_a[i // width], second: labels_b[i % width], **result.row(i, the_plan.covered_s())}
+            for i in np.flatnonzero(result.count).tolist()
+        ]
+        rows.sort(key=lambda row: (-row["count"], row[first], row[second]))
+        return {"window": self._window(the_plan), "by": [first, second], "rows": rows}
 
     def timing_breakdown(self, by: str) -> dict[str, Any]:
         """Where the time goes: per phase, or per dependency (kind and name), over the whole window."""

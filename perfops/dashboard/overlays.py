@@ -1,0 +1,80 @@
+"""Where later work plugs into the dashboard: SLO overlays and the analytics.
+
+Every panel that shows an SLO line, an SLO colour, a forecast, an anomaly, a change point or a
+root cause reads it through one function here. Until the slos app and the analytics exist these
+return nothing, and the panels show nothing for them (never a made-up line): each panel says in
+its footnote what will appear there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from perfops.metrics.filters import MetricFilters
+
+
+@dataclass(frozen=True)
+class SloLine:
+    """A latency objective to draw: `quantile` of requests under `threshold_ms` (e.g. 0.95 under 500 ms)."""
+
+    name: str
+    quantile: float
+    threshold_ms: float
+    environment: str
+
+
+@dataclass(frozen=True)
+class SloStatus:
+    """One agent's compliance with its SLO over the window (chart 4.10, and the colour of its bar in 4.5)."""
+
+    agent: str
+    slo: str
+    compliance: float  # share of good events, 0..1
+    target: float
+    budget_remaining: float  # share of the error budget left, may be negative
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A point on the time axis that analytics wants a person to look at (a change point, an anomaly)."""
+
+    at: datetime
+    label: str
+    evidence: str
+
+
+def slo_lines(filters: MetricFilters, user: Any) -> list[SloLine]:
+    """Latency SLOs that apply to the filtered scope (chart 4.1, 4.13). The slos app fills this."""
+    return []
+
+
+def slo_statuses(filters: MetricFilters, user: Any) -> dict[str, SloStatus]:
+    """Per agent slug, its SLO compliance in the window (charts 4.5, 4.10). The slos app fills this."""
+    return {}
+
+
+def error_budget_burn(filters: MetricFilters, user: Any) -> list[tuple[str, float]]:
+    """(time, burn rate) points of the availability SLO of the scope (chart 4.2). The slos app fills this."""
+    return []
+
+
+def capacity_forecast(filters: MetricFilters, user: Any) -> dict[str, Any] | None:
+    """The 7-day throughput forecast band and the dates 80% / 100% of capacity are reached (chart 4.11)."""
+    return None
+
+
+def error_anomalies(filters: MetricFilters, user: Any) -> dict[tuple[str, str], str]:
+    """(error type, agent slug) -> why that error rate is anomalous (chart 4.12). The analytics fill this."""
+    return {}
+
+
+def change_points(filters: MetricFilters, user: Any) -> list[Marker]:
+    """Detected regressions and change points in the window (chart 4.14). The analytics fill this."""
+    return []
+
+
+def root_cause(trace: Any) -> str | None:
+    """One sentence on why this request was slow (the root-cause column of 4.4). The analytics fill this."""
+    return None
