@@ -23,7 +23,6 @@ from tests.metrics.conftest import Truth, ingest
 
 # Panels that are empty by design until SLOs exist (the slos app fills them).
 EMPTY_WITHOUT_SLOS = {"slo"}
-HX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +39,13 @@ def client_for(user) -> Client:
 
 
 def panel(client: Client, name: str, **params: str):
-    return client.get(reverse("dashboard:panel", args=[name]), params, **HX)
+    return client.get(reverse("dashboard:panel", args=[name]), params, headers={"HX-Request": "true"})
+
+
+def found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} is not on the page"
+    return match.group(1)
 
 
 def figure_of(response) -> dict:
@@ -99,7 +104,7 @@ def test_the_kpis_count_the_production_requests_of_the_last_day(rolled_up, super
     expected = int(((truth.environment == "production") & (truth.started_s >= day_ago - 300)).sum())
     lower = int(((truth.environment == "production") & (truth.started_s >= day_ago + 300)).sum())
     body = panel(client_for(superuser), "kpis").content.decode()
-    shown = int(re.search(r"<dt>Requests</dt><dd>([\d,]+)</dd>", body).group(1).replace(",", ""))
+    shown = int(found(r"<dt>Requests</dt><dd>([\d,]+)</dd>", body).replace(",", ""))
     # The window starts at a 5-minute bucket edge: the count is within that edge's traffic.
     assert lower <= shown <= expected
 
@@ -152,7 +157,7 @@ def test_a_viewer_sees_only_their_departments(rolled_up, viewer):
     body = panel(client, "agents", range="7d", environment="all").content.decode()
     assert set(re.findall(r'class="agent-link">([\w-]+)</a>', body)) == {"pay-bot", "refund-bot", "ledger-bot"}
     assert client.get(reverse("dashboard:agent", args=["lab-bot"])).status_code == 404
-    foreign = Trace.objects.filter(agent__slug="lab-bot").first()
+    foreign = Trace.objects.filter(agent__slug="lab-bot")[0]
     assert client.get(reverse("dashboard:request", args=[foreign.trace_id.hex])).status_code == 404
     refused = panel(client, "latency", department="research")
     assert refused.status_code == 400
@@ -235,7 +240,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_made_text(value):
 
 
 def test_the_request_page_shows_phases_calls_and_similar_requests(rolled_up, superuser):
-    trace = Trace.objects.filter(agent__slug="pay-bot").order_by("-latency_ms").first()
+    trace = Trace.objects.filter(agent__slug="pay-bot").order_by("-latency_ms")[0]
     body = client_for(superuser).get(reverse("dashboard:request", args=[trace.trace_id.hex])).content.decode()
     assert trace.trace_id.hex in body
     assert "phase: llm" in body  # the waterfall figure
@@ -273,7 +278,7 @@ def test_panels_are_cached_per_filter_set_until_new_data(rolled_up, superuser, d
 
     def requests_shown() -> int:
         body = panel(client, "kpis").content.decode()
-        return int(re.search(r"<dt>Requests</dt><dd>([\d,]+)</dd>", body).group(1).replace(",", ""))
+        return int(found(r"<dt>Requests</dt><dd>([\d,]+)</dd>", body).replace(",", ""))
 
     before = requests_shown()
     with django_assert_max_num_queries(4):  # session, user, the rollup generation: no rollup read
