@@ -23,6 +23,7 @@ from django.utils.dateparse import parse_datetime
 from perfops.access.scoping import department_ids_for
 from perfops.dashboard import figures as fig
 from perfops.dashboard import overlays, traces
+from perfops.metrics import cells as cellmod
 from perfops.metrics.cache import cached
 from perfops.metrics.filters import ALL, MetricFilters
 from perfops.metrics.query import MetricsQuery, resolve_scope
@@ -31,6 +32,8 @@ from perfops.telemetry.models import AgentCapacity, Deployment
 PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
 PERCENTILE_NAMES = {"p50_ms": "P50", "p95_ms": "P95", "p99_ms": "P99"}
 MAX_MARKERS = 24
+VERSION_POINTS = 40
+FAILED_STATUSES = (cellmod.STATUSES.index("error"), cellmod.STATUSES.index("timeout"))
 # The next level down when a panel compares the members of the current scope.
 NEXT_LEVEL = (("team", "agent"), ("department", "team"), (None, "department"))
 
@@ -663,7 +666,9 @@ def build_parity(ctx: Context) -> dict[str, Any]:
 
 
 def build_versions(ctx: Context) -> dict[str, Any]:
-    result = ctx.query().series("version", limit=8, qs=(0.5, 0.95))
+    # About 30 points a line (a day each over 30 days): a benchmark compares versions, not minutes,
+    # and day rows keep a month of every version's traffic to a few thousand rows.
+    result = ctx.query().series("version", limit=8, qs=(0.95,), max_points=VERSION_POINTS)
     if not _has_traffic(result):
         return _empty()
     data = []
@@ -994,10 +999,12 @@ def build_capacity(ctx: Context) -> dict[str, Any]:
 
 
 def build_error_patterns(ctx: Context) -> dict[str, Any]:
-    rows = ctx.query().cross("error_type", "agent")["rows"]
-    totals: dict[str, int] = {}
-    for r in rows:
-        totals[r["agent"]] = totals.get(r["agent"], 0) + r["count"]
+    failed = ctx.query()
+    if failed.scope.statuses is None:
+        # Only the failed requests' rows: a few percent of the agent view.
+        failed.scope = replace(failed.scope, statuses=FAILED_STATUSES)
+    rows = failed.cross("error_type", "agent")["rows"]
+    totals = {r["key"]: r["count"] for r in ctx.query().breakdown("agent", qs=())["rows"]}
     failing = [r for r in rows if r["error_type"] != "none" and r["errors"] + r["timeouts"]]
     if not failing:
         return _empty("No errors or timeouts in this time range.")
@@ -1007,7 +1014,7 @@ def build_error_patterns(ctx: Context) -> dict[str, Any]:
     for r in failing[:200]:
         failures = r["errors"] + r["timeouts"]
         by_type[r["error_type"]] = by_type.get(r["error_type"], 0) + failures
-        rate = failures / totals[r["agent"]] if totals[r["agent"]] else 0.0
+        rate = failures / totals[r["agent"]] if totals.get(r["agent"]) else 0.0
         severity = "high" if rate >= 0.05 else "medium" if rate >= 0.01 else "low"
         reason = anomalies.get((r["error_type"], r["agent"]))
         ids.append(f"{r['error_type']}/{r['agent']}")

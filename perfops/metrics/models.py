@@ -77,6 +77,11 @@ class Rollup(models.Model):
                 name="rollup_agent_time_idx",
                 condition=Q(view=View.AGENT),
             ),
+            models.Index(
+                fields=["agent_id", "grain_s", "environment", "bucket_epoch_s"],
+                name="rollup_agent_total_time_idx",
+                condition=Q(view=View.AGENT_TOTAL),
+            ),
             # Users: an intent filter, or a team filter, over a long range (only those views' rows).
             models.Index(
                 fields=["grain_s", "environment", "intent", "bucket_epoch_s"],

@@ -190,8 +190,13 @@ def plan(
     now: datetime,
     group_by: str | Sequence[str] | None = None,
     max_points: int = MAX_POINTS,
+    totals: bool = False,
 ) -> Plan:
-    """Choose the view, the bucket width and the segments of rollup rows that cover the window."""
+    """Choose the view, the bucket width and the segments of rollup rows that cover the window.
+
+    `totals` plans one bucket over the whole window (a breakdown, a histogram): the window starts at
+    the finest kept edge and whole days in it are read as day rows, whatever a series would use.
+    """
     start, end = filters.window(now)
     windows = Windows.at(now)
     start_s = int(start.timestamp())
@@ -200,6 +205,20 @@ def plan(
     end_s = math.ceil(end.timestamp())
     end_s = ceil_to(end_s, windows.finest(max(end_s - 1, start_s)))
     end_s = min(end_s, ceil_to(math.ceil(now_s), BASE))
+    if totals:
+        origin = floor_to(start_s, finest_at_start)
+        segments_: list[tuple[int, int, int]] = []
+        _cover(
+            origin, end_s, (Grain.D1, Grain.H1, Grain.M5, Grain.S30), Grain.D1, windows, _coarse_through(), segments_
+        )
+        return Plan(
+            view=choose_view(scope, group_by),
+            start_s=origin,
+            end_s=end_s,
+            width_s=max(end_s - origin, 1),
+            now_s=now_s,
+            segments=tuple(segments_),
+        )
     width = WIDTHS[-1]
     for candidate in WIDTHS:
         if candidate % finest_at_start == 0 and ceil_to(end_s, candidate) - floor_to(start_s, candidate) <= (
@@ -428,8 +447,10 @@ class MetricsQuery:
         self.scope = resolve_scope(filters, user)
         self._fetched: dict[tuple[View, tuple[tuple[int, int, int], ...], bool], Cells] = {}
 
-    def plan(self, group_by: str | Sequence[str] | None = None, max_points: int = MAX_POINTS) -> Plan:
-        return plan(self.filters, self.scope, self.now, group_by, max_points)
+    def plan(
+        self, group_by: str | Sequence[str] | None = None, max_points: int = MAX_POINTS, *, totals: bool = False
+    ) -> Plan:
+        return plan(self.filters, self.scope, self.now, group_by, max_points, totals)
 
     def fetch(self, the_plan: Plan, *, with_timings: bool = False) -> Cells:
         """The plan's rows; read once per query object (a summary and a series of one filter set share them)."""
@@ -496,7 +517,7 @@ class MetricsQuery:
             return self.timing_breakdown(by)
         if by not in GROUP_BY:
             raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY + TIMING_GROUPS)}."]})
-        the_plan = self.plan(by)
+        the_plan = self.plan(by, totals=True)
         found = self.fetch(the_plan)
         codes, labels = Labels.for_cells(found, by)
         result = stats(found, codes, len(labels), qs)
@@ -509,7 +530,7 @@ class MetricsQuery:
         for by in (first, second):
             if by not in GROUP_BY:
                 raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY)}."]})
-        the_plan = self.plan((first, second))
+        the_plan = self.plan((first, second), totals=True)
         found = self.fetch(the_plan)
         codes_a, labels_a = Labels.for_cells(found, first)
         codes_b, labels_b = Labels.for_cells(found, second)
@@ -526,7 +547,7 @@ class MetricsQuery:
         """Where the time goes: per phase, or per dependency (kind and name), over the whole window."""
         from perfops.telemetry.models import TimingLabel
 
-        the_plan = self.plan()
+        the_plan = self.plan(totals=True)
         found = self.fetch(the_plan, with_timings=True)
         traces = int(found.count.sum())
         latency_sum = float(found.latency_sum.sum())
@@ -576,7 +597,7 @@ class MetricsQuery:
 
     def histogram(self, *, max_bins: int = 60, qs: Sequence[float] = QUANTILES) -> dict[str, Any]:
         """The latency distribution in log-spaced bins, with percentile markers and exact tier counts."""
-        the_plan = self.plan()
+        the_plan = self.plan(totals=True)
         found = self.fetch(the_plan)
         merged = sketch.Sketch(
             np.bincount(found.sketch_bucket, weights=found.sketch_count, minlength=sketch.N_BUCKETS).astype(np.int64),

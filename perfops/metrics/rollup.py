@@ -310,6 +310,23 @@ def read_agent_cells(grain: int, start_s: int, end_s: int) -> Cells:
     )
 
 
+def backfill_view(view: View, buckets_per_commit: int = 96) -> int:
+    """Build a pre-merged view from the stored agent-view rows (a view added after data was rolled up)."""
+    written = 0
+    for grain in Grain:
+        buckets = list(
+            Rollup.objects.filter(view=View.AGENT, grain_s=grain)
+            .order_by()
+            .values_list("bucket_epoch_s", flat=True)
+            .distinct()
+        )
+        for start_s, end_s in _runs(buckets, grain, buckets_per_commit):
+            with transaction.atomic():
+                delete_rows(grain, start_s, end_s, [int(view)])
+                written += insert_cells(grain, view, read_agent_cells(grain, start_s, end_s).regroup(view=view))
+    return written
+
+
 def _record_run(result: RunResult) -> None:
     RollupState.objects.filter(pk=RollupState.SINGLETON).update(
         last_run_at=timezone.now(),
