@@ -252,7 +252,9 @@ def build_latency(ctx: Context) -> dict[str, Any]:
         annotations.append(note)
     if not shapes:
         notes.append("No latency SLO covers this scope yet; its threshold line will show here.")
-    notes.append("Click a point to see the latency distribution of that time bucket.")
+    notes.append(
+        "Click a point for the latency distribution of that time bucket; drag across the chart to zoom the page."
+    )
     return {
         "figure": fig.figure(
             data,
@@ -264,6 +266,7 @@ def build_latency(ctx: Context) -> dict[str, Any]:
             ),
         ),
         "drill": True,
+        "zoom": True,
         "notes": notes,
     }
 
@@ -329,6 +332,7 @@ def build_errors(ctx: Context) -> dict[str, Any]:
     return {
         "figure": fig.figure(data, fig.layout(y_title="failed requests (%)", x_title="time (UTC)", **marks, **extra)),
         "drill": True,
+        "zoom": True,
         "notes": notes,
     }
 
@@ -409,13 +413,14 @@ def build_throughput(ctx: Context) -> dict[str, Any]:
             notes.append(f"Capacity is set for {configured} of {in_scope} agents in scope; the line sums those.")
     else:
         notes.append("No capacity is configured for these agents (admin: Agent capacities), so no capacity line.")
-    notes.append("Click a point to list the agents that made that traffic.")
+    notes.append("Click a point to list the agents that made that traffic; drag across the chart to zoom the page.")
     return {
         "figure": fig.figure(
             data,
             fig.layout(y_title="requests / s", x_title="time (UTC)", shapes=shapes, annotations=annotations, **extra),
         ),
         "drill": True,
+        "zoom": True,
         "notes": notes,
     }
 

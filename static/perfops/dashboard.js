@@ -42,6 +42,7 @@
     window.Plotly.newPlot(el, figure.data, themed(figure.layout), config).then(function () {
       el.setAttribute("data-rendered", "true");
     });
+    el.on("plotly_relayout", function (event) { zoomTo(el, event); });
     el.on("plotly_click", function (event) {
       var point = event.points && event.points[0];
       if (!point) return;
@@ -55,6 +56,18 @@
         window.location.assign(point.customdata);
       }
     });
+  }
+
+  // Zooming a time chart (drag across it) narrows the whole page to that range.
+  function zoomTo(el, event) {
+    var from = event["xaxis.range[0]"], to = event["xaxis.range[1]"];
+    if (!from || !to || !el.hasAttribute("data-zoom")) return;
+    var iso = function (value) { return new Date(String(value).replace(" ", "T") + "Z").toISOString(); };
+    var params = new URLSearchParams(window.location.search);
+    params.delete("range");
+    params.set("start", iso(from));
+    params.set("end", iso(to));
+    window.location.assign(window.location.pathname + "?" + params.toString());
   }
 
   htmx.onLoad(function (root) {
