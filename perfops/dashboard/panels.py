@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,9 +23,9 @@ from django.utils.dateparse import parse_datetime
 from perfops.access.scoping import department_ids_for
 from perfops.dashboard import figures as fig
 from perfops.dashboard import overlays, traces
-from perfops.metrics import cells as cellmod
 from perfops.metrics.cache import cached
 from perfops.metrics.filters import ALL, MetricFilters
+from perfops.metrics.models import FAILED_STATUS_CODES
 from perfops.metrics.query import MetricsQuery, resolve_scope
 from perfops.telemetry.models import AgentCapacity, Deployment
 
@@ -33,7 +33,6 @@ PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
 PERCENTILE_NAMES = {"p50_ms": "P50", "p95_ms": "P95", "p99_ms": "P99"}
 MAX_MARKERS = 24
 VERSION_POINTS = 40
-FAILED_STATUSES = (cellmod.STATUSES.index("error"), cellmod.STATUSES.index("timeout"))
 # The next level down when a panel compares the members of the current scope.
 NEXT_LEVEL = (("team", "agent"), ("department", "team"), (None, "department"))
 
@@ -452,8 +451,10 @@ def build_agents(ctx: Context) -> dict[str, Any]:
         descending = True
     rows.sort(key=lambda r: (r[key] is None, r[key] if not descending or r[key] is None else _neg(r[key])))
     shown = rows[:AGENT_ROWS]
-    week = ctx.query(range="7d", start=None, end=None).series(
-        "agent", limit=max(len(rows), 1), qs=(0.95,), max_points=8
+    # The trend is the last seven whole days (UTC): day rows only, a few per agent.
+    today = ctx.now.replace(hour=0, minute=0, second=0, microsecond=0)
+    week = ctx.query(range=None, start=today - timedelta(days=7), end=today).series(
+        "agent", limit=max(len(rows), 1), qs=(0.95,), max_points=7
     )
     trend = {s["key"]: [p["p95_ms"] for p in s["points"]] for s in week["series"]}
     statuses = overlays.slo_statuses(ctx.filters, ctx.user)
@@ -1007,7 +1008,7 @@ def build_error_patterns(ctx: Context) -> dict[str, Any]:
     failed = ctx.query()
     if failed.scope.statuses is None:
         # Only the failed requests' rows: a few percent of the agent view.
-        failed.scope = replace(failed.scope, statuses=FAILED_STATUSES)
+        failed.scope = replace(failed.scope, statuses=FAILED_STATUS_CODES)
     rows = failed.cross("error_type", "agent")["rows"]
     totals = {r["key"]: r["count"] for r in ctx.query().breakdown("agent", qs=())["rows"]}
     failing = [r for r in rows if r["error_type"] != "none" and r["errors"] + r["timeouts"]]

@@ -15,6 +15,10 @@ STATUS_CODES = [*enumerate(TraceStatus.labels), (3, "Any (total view)")]
 ERROR_TYPE_CODES = [(0, "None"), *((code, label) for code, label in enumerate(ErrorType.labels, start=1))]
 
 
+# The stored status codes (perfops.metrics.cells.STATUSES order) of failed requests: errors and timeouts.
+FAILED_STATUS_CODES = (list(TraceStatus.values).index("error"), list(TraceStatus.values).index("timeout"))
+
+
 class Tier(models.IntegerChoices):
     """The spec's performance tiers: fast < 100 ms <= normal < 500 ms <= slow < 2 s <= critical."""
 
@@ -81,6 +85,12 @@ class Rollup(models.Model):
                 fields=["agent_id", "grain_s", "environment", "bucket_epoch_s"],
                 name="rollup_agent_total_time_idx",
                 condition=Q(view=View.AGENT_TOTAL),
+            ),
+            # User: the error treemap (failed requests by error type and agent): only failed rows, a few percent.
+            models.Index(
+                fields=["grain_s", "environment", "bucket_epoch_s"],
+                name="rollup_failed_time_idx",
+                condition=Q(view=View.AGENT, status__in=FAILED_STATUS_CODES),
             ),
             # Users: an intent filter, or a team filter, over a long range (only those views' rows).
             models.Index(
