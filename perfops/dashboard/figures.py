@@ -37,12 +37,12 @@ def layout(
     """The common layout: transparent, compact, legend on top, hover across series."""
     base: dict[str, Any] = {
         "height": height,
-        "margin": {"l": 56, "r": 16, "t": 28, "b": 44},
+        "margin": {"l": 56, "r": 16, "t": 52 if legend else 28, "b": 44},
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"size": 12},
         "showlegend": legend,
-        "legend": {"orientation": "h", "y": 1.12, "x": 0, "font": {"size": 11}},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0, "font": {"size": 11}},
         "hovermode": "x unified",
         "xaxis": {"title": {"text": x_title}, "automargin": True},
         "yaxis": {"title": {"text": y_title}, "rangemode": "tozero", "automargin": True},
@@ -56,6 +56,10 @@ def layout(
 
 
 def figure(data: Sequence[dict[str, Any]], layout_: dict[str, Any]) -> dict[str, Any]:
+    if "yaxis2" in layout_:
+        # Room for the right-hand axis and its title.
+        layout_["margin"] = {**layout_["margin"], "r": 64}
+        layout_["yaxis2"] = {"automargin": True, **layout_["yaxis2"]}
     return {"data": list(data), "layout": layout_}
 
 
@@ -79,12 +83,13 @@ def vertical_markers(marks: Sequence[tuple[str, str]], *, colour_: str = NEUTRAL
         annotations.append(
             {
                 "x": at,
-                "y": 1 - 0.08 * (i % 3),
+                "y": 0.99 - 0.07 * (i % 3),
                 "xref": "x",
                 "yref": "paper",
                 "text": label,
                 "showarrow": False,
                 "xanchor": "left",
+                "yanchor": "top",
                 "font": {"size": 10, "color": colour_},
             }
         )

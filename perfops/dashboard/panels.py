@@ -175,6 +175,29 @@ def _capacity_rps(ctx: Context) -> tuple[float, int, int]:
     return float(total), capacities.values("agent").distinct().count(), agents.count()
 
 
+def _robust(grid: list[list[float | None]], q: float) -> float | None:
+    """A quantile of a grid's known values (a colour scale's end that ignores outliers)."""
+    values = [v for row in grid for v in row if v is not None]
+    if not values:
+        return None
+    values.sort()
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _peaks(totals: dict[str, float], count: int) -> list[tuple[str, float]]:
+    """The `count` highest points that are at least a tenth of the axis apart (no stacked labels)."""
+    times = sorted(totals)
+    gap = max(1, len(times) // 10)
+    index = {t: i for i, t in enumerate(times)}
+    chosen: list[tuple[str, float]] = []
+    for at, value in sorted(totals.items(), key=lambda kv: -kv[1]):
+        if value > 0 and all(abs(index[at] - index[other]) >= gap for other, _ in chosen):
+            chosen.append((at, value))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
 def _comparison_dimension(ctx: Context) -> str:
     if ctx.filters.agent:
         return "version"
@@ -182,6 +205,17 @@ def _comparison_dimension(ctx: Context) -> str:
         if narrowed is None or getattr(ctx.filters, narrowed):
             return by
     return "department"
+
+
+def _per_s(value: float | None) -> str:
+    """A request rate in the unit that reads best: per second, per minute or per hour."""
+    if value is None:
+        return "–"
+    if value >= 1:
+        return f"{value:,.1f}/s"
+    if value * 60 >= 1:
+        return f"{value * 60:.1f}/min"
+    return f"{value * 3600:.1f}/h"
 
 
 def _rate(value: float | None) -> str:
@@ -203,7 +237,7 @@ def build_kpis(ctx: Context) -> dict[str, Any]:
         return _empty()
     kpis = [
         ("Requests", f"{summary['count']:,}", ""),
-        ("Throughput", f"{summary['throughput_rps']:.2f}/s", "requests per second"),
+        ("Throughput", _per_s(summary["throughput_rps"]), "requests"),
         ("Error rate", _rate(summary["error_rate"]), f"{summary['errors']:,} errors, {summary['timeouts']:,} timeouts"),
         ("P50", _ms(summary["p50_ms"]), "median latency"),
         ("P95", _ms(summary["p95_ms"]), ""),
@@ -368,14 +402,13 @@ def build_throughput(ctx: Context) -> dict[str, Any]:
             totals[p["t"]] = totals.get(p["t"], 0.0) + (p["throughput_rps"] or 0.0)
     capacity, configured, in_scope = _capacity_rps(ctx)
     shapes, annotations, notes = [], [], []
-    peaks = sorted(totals.items(), key=lambda kv: -kv[1])[:3]
-    for at, value in peaks:
+    for at, value in _peaks(totals, 3):
         if value > 0:
             annotations.append(
                 {
                     "x": at,
                     "y": value,
-                    "text": f"peak {value:.2f}/s",
+                    "text": f"peak {_per_s(value)}",
                     "showarrow": True,
                     "arrowhead": 2,
                     "ax": 0,
@@ -474,7 +507,7 @@ def build_agents(ctx: Context) -> dict[str, Any]:
                 "bar_colour": fig.SLO_COLOURS[colour_name],
                 "slo": colour_name,
                 "slo_text": f"{status.compliance * 100:.2f}% of {status.slo}" if status else "no SLO",
-                "throughput": f"{r['throughput_rps']:.3f}/s",
+                "throughput": _per_s(r["throughput_rps"]),
                 "error_rate": _rate(r["error_rate"]),
                 "count": r["count"],
                 "sparkline": fig.sparkline_points(trend.get(r["key"], [])),
@@ -512,6 +545,9 @@ def build_heatmap(ctx: Context) -> dict[str, Any]:
             "y": labels,
             "z": result["latency_ms"],
             "colorscale": "YlOrRd",
+            # A few extreme buckets would otherwise paint everything else the same colour.
+            "zmin": _robust(result["latency_ms"], 0.0),
+            "zmax": _robust(result["latency_ms"], 0.95),
             "colorbar": {"title": {"text": "ms"}, "thickness": 12},
             "hovertemplate": "%{y} at %{x}: %{z:,.1f} ms<extra></extra>",
             "hoverongaps": False,
@@ -552,7 +588,8 @@ def build_distribution(ctx: Context) -> dict[str, Any]:
             "hovertemplate": "%{x:,.1f} ms: %{y:,} requests<extra></extra>",
         }
     ]
-    shapes, annotations = [], []
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for key, value in result["percentiles"].items():
         if value is None:
             continue
@@ -572,7 +609,7 @@ def build_distribution(ctx: Context) -> dict[str, Any]:
         annotations.append(
             {
                 "x": math.log10(max(value, 0.01)),
-                "y": 1,
+                "y": 1 - 0.09 * len(annotations),
                 "xref": "x",
                 "yref": "paper",
                 "showarrow": False,
@@ -655,7 +692,7 @@ def build_parity(ctx: Context) -> dict[str, Any]:
                 "p95": _ms(r["p95_ms"]),
                 "p99": _ms(r["p99_ms"]),
                 "error_rate": _rate(r["error_rate"]),
-                "throughput": f"{r['throughput_rps']:.3f}/s",
+                "throughput": _per_s(r["throughput_rps"]),
                 "delta": None if delta is None else f"{delta * 100:+.0f}%",
                 "gap": delta is not None and abs(delta) >= 0.2,
             }
@@ -696,7 +733,8 @@ def build_versions(ctx: Context) -> dict[str, Any]:
                 "hovertemplate": "%{y:,.1f} ms P95 (%{customdata[0]:,} requests, %{customdata[1]:.2%} errors)",
             }
         )
-        if series["key"] != "other":
+        # A label where a version's traffic starts, unless it was already running when the window began.
+        if series["key"] != "other" and points[0]["t"] != series["points"][0]["t"]:
             first_seen.append((points[0]["t"], series["key"]))
     first_seen.sort()
     notes = ["One line per version: its P95. Labels mark where each version's traffic starts."]
@@ -798,8 +836,8 @@ def build_comparison(ctx: Context) -> dict[str, Any]:
             "x": [r["p95_ms"] for r in rows],
             "marker": {"color": fig.PERCENTILE_COLOURS["p95_ms"]},
             "customdata": links,
-            "text": [f"{r['count']:,} req, {_rate(r['error_rate'])} errors" for r in rows],
-            "hovertemplate": "%{y}: %{x:,.1f} ms P95 (%{text})<extra></extra>",
+            "hovertext": [f"{r['count']:,} req, {_rate(r['error_rate'])} errors" for r in rows],
+            "hovertemplate": "%{y}: %{x:,.1f} ms P95 (%{hovertext})<extra></extra>",
         },
         {
             "type": "bar",
@@ -869,8 +907,10 @@ def build_phases(ctx: Context) -> dict[str, Any]:
             "hole": 0.45,
             "labels": [r["name"] for r in rows],
             "values": [r["per_trace_ms"] for r in rows],
-            "text": [f"mean {_ms(r['mean_ms'])} per call" for r in rows],
-            "hovertemplate": "%{label}: %{value:,.1f} ms per request (%{percent})<br>%{text}<extra></extra>",
+            "hovertext": [f"mean {_ms(r['mean_ms'])} per call" for r in rows],
+            "hovertemplate": "%{label}: %{value:,.1f} ms per request (%{percent})<br>%{hovertext}<extra></extra>",
+            "textinfo": "percent",
+            "textposition": "inside",
             "sort": False,
             "marker": {"colors": [fig.colour(i) for i in range(len(rows))]},
         }
@@ -902,12 +942,12 @@ def build_dependencies(ctx: Context) -> dict[str, Any]:
                 "base": [r["mean_start_ms"] for r in mine],
                 "x": [r["mean_ms"] for r in mine],
                 "marker": {"color": fig.colour(i)},
-                "text": [
+                "hovertext": [
                     f"{r['calls']:,} calls, {_rate(r['error_rate'])} errors, "
                     f"{(r['share_of_latency'] or 0) * 100:.1f}% of latency"
                     for r in mine
                 ],
-                "hovertemplate": "%{y}: starts at %{base:,.0f} ms, takes %{x:,.1f} ms<br>%{text}<extra></extra>",
+                "hovertemplate": "%{y}: starts at %{base:,.0f} ms, takes %{x:,.1f} ms<br>%{hovertext}<extra></extra>",
             }
         )
     order = [f"{r['kind']}: {r['name']}" for r in rows]

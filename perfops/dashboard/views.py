@@ -296,8 +296,8 @@ def _waterfall_figure(rows: list[dict[str, Any]], total_ms: float) -> dict[str, 
                 "marker": {
                     "color": [fig.colour(i) if r["status"] == "ok" else "#d1495b" for r in mine],
                 },
-                "text": [r["status"] for r in mine],
-                "hovertemplate": "%{y}: %{base:,.1f} → +%{x:,.1f} ms (%{text})<extra></extra>",
+                "hovertext": [r["status"] for r in mine],
+                "hovertemplate": "%{y}: %{base:,.1f} → +%{x:,.1f} ms (%{hovertext})<extra></extra>",
             }
         )
     layout = fig.layout(
