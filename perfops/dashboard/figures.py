@@ -25,6 +25,9 @@ ERROR_COLOURS = {
 PALETTE = ("#3b6fd4", "#e9a03b", "#2a9d8f", "#d1495b", "#9b5de5", "#8d6e63", "#00a5cf", "#c9a227", "#6c757d", "#f28482")
 SLO_COLOURS = {"green": "#2a9d8f", "yellow": "#e9a03b", "red": "#d1495b", "none": "#8d99ae"}
 NEUTRAL = "#8d99ae"
+FAILED = "#d1495b"
+# Colours for kinds of calls in a waterfall: never the red that marks a failed call.
+KIND_COLOURS = tuple(c for c in PALETTE if c != FAILED)
 
 
 def colour(i: int) -> str:

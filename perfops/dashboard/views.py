@@ -35,6 +35,7 @@ from perfops.metrics.filters import (
     MetricFilters,
     parse_filters,
 )
+from perfops.metrics.query import resolve_scope
 from perfops.telemetry.choices import COMMON_INTENTS
 from perfops.telemetry.models import Agent, Department, Deployment, Team, Trace
 
@@ -66,14 +67,18 @@ def _filter_params(request: HttpRequest) -> dict[str, str]:
 def _read_filters(request: HttpRequest, **fixed: str) -> tuple[MetricFilters, dict[str, list[str]]]:
     """The request's filters, and the problems with them (a page falls back to the defaults for those)."""
     params = {**_filter_params(request), **fixed}
-    try:
-        return parse_filters(params), {}
-    except FilterError as exc:
-        clean = {k: v for k, v in params.items() if k not in exc.errors and k not in ("start", "end")}
+    errors: dict[str, list[str]] = {}
+    for _ in range(3):
         try:
-            return parse_filters(clean), exc.errors
-        except FilterError:
-            return MetricFilters(), exc.errors
+            filters = parse_filters(params)
+            # Names the person may not see, or a team outside the chosen department.
+            resolve_scope(filters, request.user)
+            return filters, errors
+        except FilterError as exc:
+            errors.update(exc.errors)
+            dropped = set(exc.errors) | ({"start", "end"} if {"start", "end"} & set(exc.errors) else set())
+            params = {k: v for k, v in params.items() if k not in dropped or k in fixed}
+    return MetricFilters(agent=fixed.get("agent")), errors
 
 
 def _filter_choices(request: HttpRequest, filters: MetricFilters) -> dict[str, Any]:
@@ -285,6 +290,7 @@ def _waterfall_figure(rows: list[dict[str, Any]], total_ms: float) -> dict[str, 
     data = []
     for i, kind in enumerate(kinds):
         mine = [r for r in rows if r["kind"] == kind]
+        ok_colour = fig.KIND_COLOURS[i % len(fig.KIND_COLOURS)]
         data.append(
             {
                 "type": "bar",
@@ -294,7 +300,7 @@ def _waterfall_figure(rows: list[dict[str, Any]], total_ms: float) -> dict[str, 
                 "base": [r["start"] for r in mine],
                 "x": [r["ms"] for r in mine],
                 "marker": {
-                    "color": [fig.colour(i) if r["status"] == "ok" else "#d1495b" for r in mine],
+                    "color": [ok_colour if r["status"] == "ok" else fig.FAILED for r in mine],
                 },
                 "hovertext": [r["status"] for r in mine],
                 "hovertemplate": "%{y}: %{base:,.1f} → +%{x:,.1f} ms (%{hovertext})<extra></extra>",

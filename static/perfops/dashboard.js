@@ -35,7 +35,8 @@
 
   function draw(el) {
     var source = document.getElementById(el.getAttribute("data-figure"));
-    if (!source || !window.Plotly) return;
+    if (!source || !window.Plotly || el.hasAttribute("data-rendered") || el._perfopsDrawing) return;
+    el._perfopsDrawing = true;
     var figure = JSON.parse(source.textContent);
     el._perfopsFigure = figure;
     var config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
@@ -74,9 +75,12 @@
     var scope = root.querySelectorAll ? root : document;
     if (root.matches && root.matches("[data-figure]")) draw(root);
     scope.querySelectorAll("[data-figure]").forEach(draw);
-    scope.querySelectorAll(".panel[aria-busy]").forEach(function (panel) {
-      panel.addEventListener("htmx:afterSwap", function () { panel.removeAttribute("aria-busy"); }, { once: true });
-    });
+  });
+
+  // A panel is busy until its content arrives (also when that happens before htmx reports the page loaded).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.classList && target.classList.contains("panel")) target.removeAttribute("aria-busy");
   });
 
   // The filter bar: a custom range shows its inputs; only non-empty filters go in the URL.
@@ -87,6 +91,13 @@
     var box = select.form.querySelector(".custom-range");
     box.hidden = !custom;
     box.querySelectorAll("input").forEach(function (input) { input.disabled = !custom; });
+  }, true);
+
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (!select || select.name !== "department" || !select.form || select.form.id !== "filters") return;
+    var team = select.form.querySelector("select[name=team]");
+    if (team) team.value = "";
   }, true);
 
   document.addEventListener("htmx:configRequest", function (event) {

@@ -206,9 +206,8 @@ def test_a_time_bucket_drill_lists_the_agents_with_failures(rolled_up, superuser
 def test_the_slow_requests_are_the_slowest_and_sort_by_any_column(rolled_up, superuser):
     client = client_for(superuser)
     body = panel(client, "slow", range="7d", environment="all").content.decode()
-    shown = [
-        float(v) for v in re.findall(r'class="num"><a href="/dashboard/performance/requests/\w+">([\d.]+)</a>', body)
-    ]
+    latency_cells = r'class="num"><a href="/dashboard/performance/requests/\w+">([\d.,]+)</a>'
+    shown = [float(v.replace(",", "")) for v in re.findall(latency_cells, body)]
     truth = Truth.load()
     start = rolled_up.now.timestamp() - 7 * 86400
     top = np.sort(truth.latency[truth.started_s >= start])[::-1][: len(shown)]
@@ -286,3 +285,20 @@ def test_panels_are_cached_per_filter_set_until_new_data(rolled_up, superuser, d
     ingest([factories.record(agent="pay-bot")], superuser)
     catch_up(rolled_up.now - timedelta(hours=1), now=rolled_up.now + timedelta(minutes=5))
     assert requests_shown() == before + 1
+
+
+def test_a_team_of_another_department_is_named_on_the_page_and_left_out(rolled_up, superuser):
+    body = client_for(superuser).get(reverse("dashboard:performance"), {"department": "payments", "team": "lab"})
+    text = body.content.decode()
+    assert "Some filters were not applied" in text
+    assert "<code>team</code>" in text
+    assert "level: <strong>subset</strong>" in text
+    assert 'hx-get="/dashboard/performance/panels/latency?department=payments"' in text
+
+
+def test_a_panel_error_is_a_fragment_htmx_swaps_in(rolled_up, superuser):
+    response = panel(client_for(superuser), "latency", department="payments", team="lab")
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "This panel could not be computed." in body
+    assert "<html" not in body
