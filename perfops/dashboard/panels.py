@@ -545,6 +545,7 @@ def build_heatmap(ctx: Context) -> dict[str, Any]:
             "y": labels,
             "z": result["latency_ms"],
             "colorscale": "YlOrRd",
+            "reversescale": True,  # dark red is slow
             # A few extreme buckets would otherwise paint everything else the same colour.
             "zmin": _robust(result["latency_ms"], 0.0),
             "zmax": _robust(result["latency_ms"], 0.95),
