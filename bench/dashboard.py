@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = metrics.prepare(database_url, reuse=True)
     if not _rolled_up(database_url):
         metrics.catch_up(env, database_url)
+    metrics._manage(env, "collectstatic", "--no-input", "--verbosity", "0")  # the page links hashed assets
     output = subprocess.run(
         [PY, str(Path(__file__).resolve()), "--inner"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
@@ -84,7 +85,7 @@ def _inner() -> None:
     user = user_model.objects.filter(is_superuser=True).first() or user_model.objects.create_superuser(
         "bench", "bench@example.com", "bench-only-password"
     )
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     # The busiest agent: the heaviest agent page.
     busiest = (

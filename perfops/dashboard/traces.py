@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
-from django.db.models.expressions import OrderBy
+from django.db.models import Q, QuerySet
 
 from perfops.metrics import cells as cellmod
 from perfops.metrics.filters import MetricFilters
@@ -24,7 +23,6 @@ from perfops.metrics.sketch import TIER_EDGES_MS
 from perfops.telemetry.models import Trace
 
 SLOW_LIMIT = 50
-FEW_AGENTS = 5
 # Columns of the slow-request table: key -> (heading, sort key on a row dict).
 SLOW_COLUMNS: dict[str, str] = {
     "started_at": "Started (UTC)",
@@ -101,7 +99,7 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
             "model",
             "phases",
         )
-        .order_by(_slowest_first(scope))[:limit]
+        .order_by("-latency_ms")[:limit]
     )
     rows = []
     phase_names: dict[str, None] = {}
@@ -126,18 +124,6 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
             }
         )
     return SlowRequests(rows=rows, phase_names=list(phase_names))
-
-
-def _slowest_first(scope: Scope) -> OrderBy:
-    """Slowest first; for a few agents, by an expression the latency index cannot serve.
-
-    Walking the latency index from the top finds the fleet's slowest requests after a few dozen rows,
-    but one agent's only after thousands (1 s on 10 million traces); for a few agents the planner
-    does better reading their rows of the window by the (agent, started_at) index and sorting them.
-    """
-    if scope.agents is not None and len(scope.agents) <= FEW_AGENTS:
-        return (F("latency_ms") + 0.0).desc()
-    return F("latency_ms").desc()
 
 
 def sort_rows(rows: list[dict[str, Any]], column: str, descending: bool) -> list[dict[str, Any]]:

@@ -243,12 +243,12 @@ class Trace(models.Model):
             # Users: the rollup (recompute one closed minute for every agent), the fleet-wide
             # slow-request list of a time range, and retention on SQLite.
             models.Index(fields=["started_at"], name="trace_started_idx"),
-            # Users: the agent page (recent and slow requests of one agent) and the recompute
-            # of one agent's dirty bucket.
-            models.Index(fields=["agent", "started_at"], name="trace_agent_started_idx"),
-            # User: the slow-request list (chart 4.4), the slowest requests of a window and scope: read
-            # from the top of each day's index and stop at 50, instead of sorting a month of traces.
+            # Users: the slow-request list (chart 4.4), the slowest requests of a window and scope: read
+            # from the top of each day's index and stop at 50, instead of sorting a month of traces;
+            # per agent (the agent page, similar slow requests, an agent's traces when it is deleted)
+            # from the second one. Day partitions bound the time; the rollup reads by started_at.
             models.Index(fields=["latency_ms"], name="trace_latency_idx"),
+            models.Index(fields=["agent", "latency_ms"], name="trace_agent_latency_idx"),
         ]
 
     def __str__(self) -> str:
