@@ -312,7 +312,10 @@ def build_errors(ctx: Context) -> dict[str, Any]:
     total = query.series()
     if not _has_traffic(total):
         return _empty()
-    by_type = query.series("error_type", limit=10)
+    failed = ctx.query()
+    if failed.scope.statuses is None:
+        failed.scope = replace(failed.scope, statuses=FAILED_STATUS_CODES)  # only failed requests' rows
+    by_type = failed.series("error_type", limit=10, qs=())
     points = _series_points(total)
     width = total["window"]["bucket_s"]
     data = []
