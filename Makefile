@@ -26,7 +26,7 @@ demo: venv
 	$(PY) manage.py seed_demo --if-empty && \
 	$(PY) manage.py prepare_demo && \
 	$(PY) manage.py collectstatic --no-input --verbosity 0 && \
-	echo "perfops demo: open http://$(HOST):$(PORT)/  (credentials above; Ctrl-C stops everything)" && \
+	echo "perfops demo: open http://$(HOST):$(PORT)/dashboard/performance/  (credentials above; Ctrl-C stops everything)" && \
 	PERFOPS_BIND=$(HOST):$(PORT) $(BIN)/honcho -f perfops/deploy/Procfile.demo -d . start
 
 # Production-like: gunicorn + Celery worker + Celery beat against PostgreSQL and Redis.

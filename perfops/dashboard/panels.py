@@ -27,7 +27,7 @@ from perfops.metrics.cache import cached
 from perfops.metrics.filters import ALL, MetricFilters
 from perfops.metrics.models import FAILED_STATUS_CODES
 from perfops.metrics.query import MetricsQuery, resolve_scope
-from perfops.telemetry.models import AgentCapacity, Deployment
+from perfops.telemetry.models import Agent, AgentCapacity, Deployment
 
 PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
 PERCENTILE_NAMES = {"p50_ms": "P50", "p95_ms": "P95", "p99_ms": "P99"}
@@ -137,12 +137,7 @@ def _deployment_markers(ctx: Context, start_iso: str, end_iso: str) -> list[dict
         .with_effective_at()
         .filter(effective_at__gte=start, effective_at__lt=end, environment__in=ctx.filters.environments)  # type: ignore[misc]
     )
-    if scope.agents is not None:
-        deployments = deployments.filter(agent_id__in=scope.agents)
-    if scope.teams is not None:
-        deployments = deployments.filter(agent__team_id__in=scope.teams)
-    if scope.departments is not None:
-        deployments = deployments.filter(agent__department_id__in=scope.departments)
+    deployments = deployments.filter(traces.agents_of(scope))
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for agent, environment, version, at in deployments.order_by("effective_at").values_list(  # type: ignore[misc]
         "agent__slug", "environment", "version", "effective_at"
@@ -161,15 +156,7 @@ def _capacity_rps(ctx: Context) -> tuple[float, int, int]:
     if scope.empty:
         return 0.0, 0, 0
     capacities = AgentCapacity.objects.filter(environment__in=ctx.filters.environments)
-    from perfops.telemetry.models import Agent
-
-    agents = Agent.objects.visible_to(ctx.user)
-    if scope.agents is not None:
-        agents = agents.filter(pk__in=scope.agents)
-    if scope.teams is not None:
-        agents = agents.filter(team_id__in=scope.teams)
-    if scope.departments is not None:
-        agents = agents.filter(department_id__in=scope.departments)
+    agents = Agent.objects.visible_to(ctx.user).filter(traces.agents_of(scope, ""))
     capacities = capacities.filter(agent__in=agents)
     total = capacities.aggregate(rps=Sum("requests_per_s"))["rps"] or 0.0
     return float(total), capacities.values("agent").distinct().count(), agents.count()
@@ -523,7 +510,20 @@ def build_agents(ctx: Context) -> dict[str, Any]:
         "rows": table,
         "sort": sort,
         "descending": descending,
-        "sorts": [(name, ctx.link("dashboard:panel", "agents", sort=name, order=None)) for name in AGENT_SORTS],
+        # The active sort's link flips its order: slowest first, then fastest first (top and bottom performers).
+        "sorts": [
+            (
+                name,
+                ctx.link(
+                    "dashboard:panel",
+                    "agents",
+                    sort=name,
+                    order=("asc" if descending else "desc") if name == sort else None,
+                ),
+            )
+            for name in AGENT_SORTS
+        ],
+        "descending_label": "highest first" if descending else "lowest first",
         "notes": notes,
         "total": len(rows),
     }
@@ -748,8 +748,36 @@ def build_versions(ctx: Context) -> dict[str, Any]:
         "figure": fig.figure(
             data, fig.layout(y_title="P95 latency (ms)", x_title="time (UTC)", **fig.vertical_markers(first_seen))
         ),
+        "versions": _version_gate(ctx),
         "notes": notes,
     }
+
+
+def _version_gate(ctx: Context) -> list[dict[str, Any]]:
+    """Each version's totals over the window against the busiest one (the version gate: v2.0 against v1.9)."""
+    rows = [r for r in ctx.query().breakdown("version")["rows"] if r["count"]][:8]
+    if len(rows) < 2:
+        return []
+    base = rows[0]
+    out = []
+    for r in rows:
+        delta = None
+        if r is not base and base["p95_ms"] and r["p95_ms"] is not None:
+            delta = r["p95_ms"] / base["p95_ms"] - 1
+        out.append(
+            {
+                "version": r["key"],
+                "count": r["count"],
+                "p50": _ms(r["p50_ms"]),
+                "p95": _ms(r["p95_ms"]),
+                "p99": _ms(r["p99_ms"]),
+                "error_rate": _rate(r["error_rate"]),
+                "delta": None if delta is None else f"{delta * 100:+.0f}%",
+                "worse": delta is not None and delta >= 0.1,
+                "baseline": r is base,
+            }
+        )
+    return out
 
 
 def build_regressions(ctx: Context) -> dict[str, Any]:
@@ -1268,7 +1296,8 @@ PANELS: dict[str, Panel] = {
             "4.8",
             "version_benchmark",
             build_versions,
-            description="P95 per version over time.",
+            "dashboard/panels/versions.html",
+            description="P95 per version over time, and each version against the busiest one.",
         ),
         Panel(
             "dependencies",

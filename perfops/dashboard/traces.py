@@ -39,18 +39,24 @@ SLOW_COLUMNS: dict[str, str] = {
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
+def agents_of(scope: Scope, path: str = "agent__") -> Q:
+    """The agents a resolved scope covers, as a filter on `path` (``agent__`` from traces, ``""`` on agents)."""
+    q = Q()
+    if scope.departments is not None:
+        q &= Q(**{f"{path}department_id__in": scope.departments})
+    if scope.teams is not None:
+        q &= Q(**{f"{path}team_id__in": scope.teams})
+    if scope.agents is not None:
+        q &= Q(**{f"{path}id__in": scope.agents})
+    return q
+
+
 def traces_in_scope(scope: Scope, start: datetime, end: datetime) -> QuerySet[Trace]:
     """The raw traces that a resolved filter scope covers in [start, end)."""
     qs = Trace.objects.filter(started_at__gte=start, started_at__lt=end)
     if scope.empty:
         return qs.none()
-    qs = qs.filter(environment__in=[cellmod.ENVIRONMENTS[code] for code in scope.environments])
-    if scope.departments is not None:
-        qs = qs.filter(agent__department_id__in=scope.departments)
-    if scope.teams is not None:
-        qs = qs.filter(agent__team_id__in=scope.teams)
-    if scope.agents is not None:
-        qs = qs.filter(agent_id__in=scope.agents)
+    qs = qs.filter(agents_of(scope), environment__in=[cellmod.ENVIRONMENTS[code] for code in scope.environments])
     if scope.intent is not None:
         qs = qs.filter(intent=scope.intent)
     if scope.statuses is not None:

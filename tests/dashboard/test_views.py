@@ -302,3 +302,22 @@ def test_a_panel_error_is_a_fragment_htmx_swaps_in(rolled_up, superuser):
     body = response.content.decode()
     assert "This panel could not be computed." in body
     assert "<html" not in body
+
+
+def test_the_version_panel_gates_each_version_against_the_busiest(rolled_up, superuser):
+    body = panel(client_for(superuser), "versions", range="7d", environment="all").content.decode()
+    versions = re.findall(r"<tr(?: class=\"gap\")?><td>(1\.\d\.0)", body)
+    assert sorted(versions) == ["1.0.0", "1.1.0", "1.2.0"]
+    assert body.count('<span class="tag">baseline</span>') == 1
+    assert re.search(r'class="num">[+-]\d+%</td>', body)
+
+
+def test_clicking_the_active_agent_sort_reverses_it(rolled_up, superuser):
+    client = client_for(superuser)
+    body = panel(client, "agents", range="7d", environment="all").content.decode()
+    assert "sort=p95&amp;order=asc" in body
+    assert "(highest first)" in body
+    reversed_body = panel(client, "agents", range="7d", environment="all", sort="p95", order="asc").content.decode()
+    assert "(lowest first)" in reversed_body
+    p95s = [float(v.replace(",", "")) for v in re.findall(r'<span class="num">([\d.,]+) ms</span>', reversed_body)]
+    assert p95s == sorted(p95s)
