@@ -58,7 +58,27 @@ def layout(
     return base
 
 
+# Trace attributes that plotly draws as text and that can hold names from traces (versions, phases, calls).
+_TEXT_KEYS = ("name", "labels", "parents", "ids", "x", "y", "text", "hovertext")
+
+
+def inert(value: Any) -> Any:
+    """Text that plotly shows as written: it renders a subset of HTML (links, bold) in labels and hovers."""
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if isinstance(value, list):
+        return [inert(v) for v in value]
+    return value
+
+
 def figure(data: Sequence[dict[str, Any]], layout_: dict[str, Any]) -> dict[str, Any]:
+    """The figure, with every label from the data made inert (hovertemplates are ours and keep their markup)."""
+    data = [{k: inert(v) if k in _TEXT_KEYS else v for k, v in trace.items()} for trace in data]
+    for note in layout_.get("annotations", []):
+        note["text"] = inert(note["text"])
+    for key, axis in layout_.items():
+        if key.startswith(("xaxis", "yaxis")) and isinstance(axis, dict) and "categoryarray" in axis:
+            axis["categoryarray"] = inert(axis["categoryarray"])
     if "yaxis2" in layout_:
         # Room for the right-hand axis and its title.
         layout_["margin"] = {**layout_["margin"], "r": 64}

@@ -715,7 +715,8 @@ def build_parity(ctx: Context) -> dict[str, Any]:
 def build_versions(ctx: Context) -> dict[str, Any]:
     # About 30 points a line (a day each over 30 days): a benchmark compares versions, not minutes,
     # and day rows keep a month of every version's traffic to a few thousand rows.
-    result = ctx.query().series("version", limit=8, qs=(0.95,), max_points=VERSION_POINTS)
+    query = ctx.query()
+    result = query.series("version", limit=8, qs=(0.95,), max_points=VERSION_POINTS)
     if not _has_traffic(result):
         return _empty()
     data = []
@@ -748,14 +749,14 @@ def build_versions(ctx: Context) -> dict[str, Any]:
         "figure": fig.figure(
             data, fig.layout(y_title="P95 latency (ms)", x_title="time (UTC)", **fig.vertical_markers(first_seen))
         ),
-        "versions": _version_gate(ctx),
+        "versions": _version_gate(query),
         "notes": notes,
     }
 
 
-def _version_gate(ctx: Context) -> list[dict[str, Any]]:
-    """Each version's totals over the window against the busiest one (the version gate: v2.0 against v1.9)."""
-    rows = [r for r in ctx.query().breakdown("version")["rows"] if r["count"]][:8]
+def _version_gate(query: MetricsQuery) -> list[dict[str, Any]]:
+    """Each version's totals over the chart's span against the busiest one (the gate: v2.0 against v1.9)."""
+    rows = [r for r in query.breakdown("version", max_points=VERSION_POINTS)["rows"] if r["count"]][:8]
     if len(rows) < 2:
         return []
     base = rows[0]

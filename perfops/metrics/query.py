@@ -511,13 +511,17 @@ class MetricsQuery:
             series.append({"key": label, "points": rows})
         return {"window": self._window(the_plan), "group_by": group_by, "series": series}
 
-    def breakdown(self, by: str, *, qs: Sequence[float] = QUANTILES) -> dict[str, Any]:
-        """Totals per value of a dimension (agent, department, ..., or phase / dependency), largest first."""
+    def breakdown(self, by: str, *, qs: Sequence[float] = QUANTILES, max_points: int | None = None) -> dict[str, Any]:
+        """Totals per value of a dimension (agent, department, ..., or phase / dependency), largest first.
+
+        With `max_points`, over the span of the series of that many points (its rows, read once for
+        both when they come from one query object) rather than exactly the window.
+        """
         if by in TIMING_GROUPS:
             return self.timing_breakdown(by)
         if by not in GROUP_BY:
             raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY + TIMING_GROUPS)}."]})
-        the_plan = self.plan(by, totals=True)
+        the_plan = self.plan(by, max_points) if max_points else self.plan(by, totals=True)
         found = self.fetch(the_plan)
         codes, labels = Labels.for_cells(found, by)
         result = stats(found, codes, len(labels), qs)

@@ -321,3 +321,12 @@ def test_clicking_the_active_agent_sort_reverses_it(rolled_up, superuser):
     assert "(lowest first)" in reversed_body
     p95s = [float(v.replace(",", "")) for v in re.findall(r'<span class="num">([\d.,]+) ms</span>', reversed_body)]
     assert p95s == sorted(p95s)
+
+
+def test_names_from_traces_are_inert_in_charts(rolled_up, superuser):
+    ingest([factories.record(agent="pay-bot", version='<a href="https://evil.example">9.9</a>')], superuser)
+    catch_up(rolled_up.now - timedelta(hours=1), now=rolled_up.now + timedelta(minutes=5))
+    figure = figure_of(panel(client_for(superuser), "versions", range="1h"))
+    names = [trace["name"] for trace in figure["data"]]
+    assert '&lt;a href="https://evil.example"&gt;9.9&lt;/a&gt;' in names
+    assert not any("<a" in name for name in names)
