@@ -95,6 +95,9 @@ class Panel:
     template: str = "dashboard/panels/figure.html"
     description: str = ""
     wide: bool = False
+    # Reloaded every minute while the page shows a relative range (not the sortable tables: a reload
+    # would undo the person's sort).
+    live: bool = True
 
     def render_data(self, ctx: Context) -> dict[str, Any]:
         """The panel's result, from the per-chart cache when the same filters and scope asked within its TTL."""
@@ -1257,6 +1260,7 @@ PANELS: dict[str, Panel] = {
             "dashboard/panels/agents.html",
             description="P95 per agent with its 7-day trend; click an agent for its page.",
             wide=True,
+            live=False,
         ),
         Panel(
             "comparison",
@@ -1358,6 +1362,7 @@ PANELS: dict[str, Panel] = {
             "dashboard/panels/slow.html",
             description="The slowest requests in the window; click one for its trace.",
             wide=True,
+            live=False,
         ),
         Panel(
             "contributors",

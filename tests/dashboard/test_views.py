@@ -330,3 +330,19 @@ def test_names_from_traces_are_inert_in_charts(rolled_up, superuser):
     names = [trace["name"] for trace in figure["data"]]
     assert '&lt;a href="https://evil.example"&gt;9.9&lt;/a&gt;' in names
     assert not any("<a" in name for name in names)
+
+
+def test_panels_of_a_relative_range_refresh_every_minute_but_sortable_tables_and_custom_ranges_do_not(
+    rolled_up, superuser
+):
+    client = client_for(superuser)
+
+    def triggers(**params: str) -> dict[str, str]:
+        body = client.get(reverse("dashboard:performance"), params).content.decode()
+        return dict(re.findall(r'data-panel="(\w+)"\s+hx-get="[^"]*" hx-trigger="([^"]*)"', body))
+
+    live = triggers(range="1h")
+    assert "every 60s" in live["latency"]
+    assert live["agents"] == live["slow"] == "load"
+    start = factories.iso(rolled_up.now - timedelta(hours=3))
+    assert set(triggers(start=start).values()) == {"load"}
