@@ -286,6 +286,8 @@ def build_latency(ctx: Context) -> dict[str, Any]:
                 x_title=f"time (UTC, {width // 60 or width} {'min' if width >= 60 else 's'} buckets)",
                 shapes=shapes,
                 annotations=annotations,
+                # One line per environment carries its own drill link: a click must pick the line clicked.
+                hovermode="closest" if by_environment else "x unified",
             ),
         ),
         "drill": True,
@@ -411,38 +413,49 @@ def build_throughput(ctx: Context) -> dict[str, Any]:
             )
     extra: dict[str, Any] = {}
     if capacity > 0:
-        shape, note = fig.horizontal_line(capacity, f"capacity {capacity:,.1f}/s", "#d1495b")
+        shape, note = fig.horizontal_line(capacity, f"capacity {_per_s(capacity)}", "#d1495b")
         shapes.append(shape)
         annotations.append(note)
-        times = sorted(totals)
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "name": "utilization %",
-                "x": times,
-                "y": [round(100 * totals[t] / capacity, 2) for t in times],
-                "yaxis": "y2",
-                "line": {"color": fig.NEUTRAL, "width": 1, "dash": "dot"},
-                "hovertemplate": "%{y:.1f}% of capacity",
+        if configured == in_scope:
+            times = sorted(totals)
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "name": "utilization %",
+                    "x": times,
+                    "y": [round(100 * totals[t] / capacity, 2) for t in times],
+                    "yaxis": "y2",
+                    "line": {"color": fig.NEUTRAL, "width": 1, "dash": "dot"},
+                    "hovertemplate": "%{y:.1f}% of capacity",
+                }
+            )
+            extra["yaxis2"] = {
+                "title": {"text": "utilization (%)"},
+                "overlaying": "y",
+                "side": "right",
+                "rangemode": "tozero",
+                "showgrid": False,
             }
-        )
-        extra["yaxis2"] = {
-            "title": {"text": "utilization (%)"},
-            "overlaying": "y",
-            "side": "right",
-            "rangemode": "tozero",
-            "showgrid": False,
-        }
         if configured < in_scope:
-            notes.append(f"Capacity is set for {configured} of {in_scope} agents in scope; the line sums those.")
+            notes.append(
+                f"Capacity is set for {configured} of {in_scope} agents in scope: the line sums those, and "
+                "utilization is not shown (the traffic of the others has no capacity to compare with)."
+            )
     else:
         notes.append("No capacity is configured for these agents (admin: Agent capacities), so no capacity line.")
     notes.append("Click a point to list the agents that made that traffic; drag across the chart to zoom the page.")
     return {
         "figure": fig.figure(
             data,
-            fig.layout(y_title="requests / s", x_title="time (UTC)", shapes=shapes, annotations=annotations, **extra),
+            fig.layout(
+                y_title="requests / s",
+                x_title="time (UTC)",
+                shapes=shapes,
+                annotations=annotations,
+                hovermode="closest" if by_environment else "x unified",
+                **extra,
+            ),
         ),
         "drill": True,
         "zoom": True,
@@ -475,7 +488,8 @@ def build_agents(ctx: Context) -> dict[str, Any]:
         descending = False
     elif ctx.options.get("order") == "desc":
         descending = True
-    rows.sort(key=lambda r: (r[key] is None, r[key] if not descending or r[key] is None else _neg(r[key])))
+    known = sorted((r for r in rows if r[key] is not None), key=lambda r: r[key], reverse=descending)
+    rows = known + [r for r in rows if r[key] is None]  # no value (no requests): last either way
     shown = rows[:AGENT_ROWS]
     # The trend is the last seven whole days (UTC): day rows only, a few per agent.
     today = ctx.now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -530,10 +544,6 @@ def build_agents(ctx: Context) -> dict[str, Any]:
         "notes": notes,
         "total": len(rows),
     }
-
-
-def _neg(value: Any) -> Any:
-    return -value if isinstance(value, int | float) else value
 
 
 # --- 4.6 heatmap, 4.13 distribution -------------------------------------------------------------------
@@ -859,7 +869,9 @@ def build_comparison(ctx: Context) -> dict[str, Any]:
     rows.sort(key=lambda r: -(r["p95_ms"] or 0.0))
     links = []
     for r in rows:
-        if by == "agent":
+        if r["key"] == "(none)":
+            links.append("")  # agents without a team: nothing to narrow to
+        elif by == "agent":
             links.append(ctx.link("dashboard:agent", r["key"], agent=None))
         else:
             links.append(ctx.link("dashboard:performance", **{by: r["key"]}))
@@ -917,7 +929,9 @@ def build_intents(ctx: Context) -> dict[str, Any]:
                     "x": [r["key"] for r in rows],
                     "y": [r[k] for r in rows],
                     "marker": {"color": fig.PERCENTILE_COLOURS[k]},
-                    "customdata": [ctx.link("dashboard:performance", intent=r["key"]) for r in rows],
+                    "customdata": [
+                        "" if r["key"] == "(none)" else ctx.link("dashboard:performance", intent=r["key"]) for r in rows
+                    ],
                     "hovertemplate": "%{y:,.1f} ms",
                 }
                 for k in PERCENTILES
@@ -1056,17 +1070,20 @@ def build_capacity(ctx: Context) -> dict[str, Any]:
     capacity, configured, in_scope = _capacity_rps(ctx)
     shapes, annotations, notes = [], [], []
     if capacity > 0:
-        shape, note = fig.horizontal_line(capacity, f"capacity {capacity:,.1f}/s", "#d1495b")
+        shape, note = fig.horizontal_line(capacity, f"capacity {_per_s(capacity)}", "#d1495b")
         shapes.append(shape)
         annotations.append(note)
         peak = max(
             sum(s["points"][j]["throughput_rps"] or 0.0 for s in result["series"])
             for j in range(len(result["series"][0]["points"]))
         )
-        notes.append(
-            f"Peak utilization {100 * peak / capacity:.1f}% of the configured {capacity:,.1f} req/s "
-            f"({configured} of {in_scope} agents have a capacity)."
-        )
+        if configured == in_scope:
+            notes.append(f"Peak utilization {100 * peak / capacity:.1f}% of the configured {_per_s(capacity)}.")
+        else:
+            notes.append(
+                f"Capacity is set for {configured} of {in_scope} agents in scope (the line sums those); "
+                "utilization is not computed."
+            )
     else:
         notes.append("No capacity is configured for these agents (admin: Agent capacities).")
     forecast = overlays.capacity_forecast(ctx.filters, ctx.user)

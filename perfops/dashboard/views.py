@@ -10,14 +10,20 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC
+from functools import wraps
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
@@ -48,6 +54,29 @@ TIER_LABELS = {
     "critical": "Critical (>2 s)",
 }
 STATUS_LABELS = {"success": "Success", "errors": "Errors only", "timeouts": "Timeouts only"}
+
+
+def login_required_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """login_required, but a panel that htmx reloads after the session ended sends the whole page to login.
+
+    A plain redirect would be followed by htmx and the login form swapped into every panel.
+    """
+    page_view = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.headers.get("HX-Request") and not request.user.is_authenticated:
+            page = request.headers.get("HX-Current-URL") or reverse("dashboard:performance")
+            path = urlsplit(page)
+            target = path.path + (f"?{path.query}" if path.query else "")
+            if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+                target = reverse("dashboard:performance")
+            response = HttpResponse("Your session has ended; log in again.", status=401)
+            response["HX-Redirect"] = f"{reverse(settings.LOGIN_URL)}?{urlencode({'next': target})}"
+            return response
+        return page_view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _filter_params(request: HttpRequest) -> dict[str, str]:
@@ -134,8 +163,8 @@ def _page_context(request: HttpRequest, filters: MetricFilters, errors: dict[str
         "level": ctx.level,
         "window": (start, end),
         "custom": filters.range is None,
-        "start_value": filters.start.strftime("%Y-%m-%dT%H:%M") if filters.start else "",
-        "end_value": filters.end.strftime("%Y-%m-%dT%H:%M") if filters.end else "",
+        "start_value": filters.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if filters.start else "",
+        "end_value": filters.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if filters.end else "",
         "reset": reverse("dashboard:performance"),
     }
 
@@ -177,7 +206,7 @@ def agent(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_GET
-@login_required
+@login_required_page
 @vary_on_headers("HX-Request")
 def panel(request: HttpRequest, name: str) -> HttpResponse:
     """One panel's content: the htmx fragment, or a page of its own for a plain link."""
@@ -227,9 +256,9 @@ def slow_requests_csv(request: HttpRequest) -> HttpResponse:
     params = _filter_params(request)
     try:
         filters = parse_filters(params)
+        result = traces.slow_requests(filters, request.user, timezone.now())
     except FilterError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
-    result = traces.slow_requests(filters, request.user, timezone.now())
     rows = traces.sort_rows(result.rows, request.GET.get("sort", "latency_ms"), request.GET.get("order") != "asc")
     body = traces.slow_requests_csv(traces.SlowRequests(rows, result.phase_names))
     response = HttpResponse(body, content_type="text/csv; charset=utf-8")
@@ -246,9 +275,11 @@ def request_detail(request: HttpRequest, trace_id: str) -> HttpResponse:
         key = uuid.UUID(trace_id)
     except ValueError as exc:
         raise Http404("No such request.") from exc
-    trace = get_object_or_404(
-        Trace.objects.visible_to(request.user).select_related("agent", "agent__department"), trace_id=key
-    )
+    visible = Trace.objects.visible_to(request.user).select_related("agent", "agent__department")
+    # On PostgreSQL a trace is (trace_id, started_at): a reused id with another start is a second record.
+    trace = visible.filter(trace_id=key).order_by("-started_at").first()
+    if trace is None:
+        raise Http404("No such request.")
     phases = [(str(k), float(v)) for k, v in (trace.phases or {}).items() if isinstance(v, int | float)]
     calls = [c for c in (trace.dependencies or []) if isinstance(c, dict)]
     waterfall, offset = [], 0.0

@@ -77,6 +77,13 @@
     scope.querySelectorAll("[data-figure]").forEach(draw);
   });
 
+  // Charts about to be replaced (a refresh, a filter change, a sort) let go of their data and listeners.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target || !target.querySelectorAll || !window.Plotly) return;
+    target.querySelectorAll("[data-rendered]").forEach(function (el) { window.Plotly.purge(el); });
+  });
+
   // A panel is busy until its content arrives (also when that happens before htmx reports the page loaded).
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail && event.detail.target;

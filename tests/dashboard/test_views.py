@@ -346,3 +346,67 @@ def test_panels_of_a_relative_range_refresh_every_minute_but_sortable_tables_and
     assert live["agents"] == live["slow"] == "load"
     start = factories.iso(rolled_up.now - timedelta(hours=3))
     assert set(triggers(start=start).values()) == {"load"}
+
+
+def test_the_csv_export_refuses_a_foreign_scope_with_400(rolled_up, viewer):
+    client = client_for(viewer)
+    for params in ({"department": "research"}, {"agent": "lab-bot"}, {"team": "lab"}):
+        response = client.get(reverse("dashboard:slow-csv"), params)
+        assert response.status_code == 400
+        assert "visible to you" in response.content.decode()
+
+
+def test_the_request_page_shows_the_latest_of_a_reused_trace_id(rolled_up, superuser):
+    trace_id = factories.new_trace_id()
+    now = rolled_up.now
+    ingest(
+        [
+            factories.record(agent="pay-bot", trace_id=trace_id, started_at=factories.iso(now - timedelta(minutes=5))),
+            factories.record(
+                agent="pay-bot",
+                trace_id=trace_id,
+                started_at=factories.iso(now - timedelta(minutes=2)),
+                version="7.7.7",
+            ),
+        ],
+        superuser,
+    )
+    response = client_for(superuser).get(reverse("dashboard:request", args=[trace_id]))
+    assert response.status_code == 200
+    if Trace.objects.filter(trace_id=trace_id).count() == 2:  # PostgreSQL keeps both (id, start) records
+        assert "7.7.7" in response.content.decode()
+
+
+def test_the_agent_table_sorts_names_both_ways(rolled_up, superuser):
+    client = client_for(superuser)
+    body = panel(client, "agents", range="7d", environment="all", sort="agent", order="desc").content.decode()
+    assert re.findall(r'class="agent-link">([\w-]+)</a>', body) == ["refund-bot", "pay-bot", "ledger-bot", "lab-bot"]
+
+
+def test_utilization_is_shown_only_when_every_agent_in_scope_has_a_capacity(rolled_up, superuser):
+    from perfops.telemetry.models import AgentCapacity
+
+    AgentCapacity.objects.create(agent=rolled_up.agents["pay-bot"], environment="production", requests_per_s=0.03)
+    client = client_for(superuser)
+    fleet = figure_of(panel(client, "throughput", range="7d"))
+    assert [t["name"] for t in fleet["data"]] == ["requests/s"]
+    assert any("capacity 1.8/min" in a["text"] for a in fleet["layout"]["annotations"])
+    one = figure_of(panel(client, "throughput", range="7d", agent="pay-bot"))
+    assert [t["name"] for t in one["data"]] == ["requests/s", "utilization %"]
+
+
+def test_members_without_a_team_are_not_a_link(rolled_up, superuser):
+    figure = figure_of(panel(client_for(superuser), "comparison", department="payments", range="7d"))
+    links = dict(zip(figure["data"][0]["y"], figure["data"][0]["customdata"], strict=True))
+    assert links["(none)"] == ""
+    assert links["checkout"].endswith("team=checkout")
+
+
+def test_a_panel_reloaded_after_the_session_ended_sends_the_page_to_login(db, client):
+    response = client.get(
+        reverse("dashboard:panel", args=["latency"]),
+        {"range": "1h"},
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/dashboard/performance/?range=1h"},
+    )
+    assert response.status_code == 401
+    assert response["HX-Redirect"] == "/admin/login/?next=%2Fdashboard%2Fperformance%2F%3Frange%3D1h"

@@ -226,8 +226,8 @@ def test_an_agent_link_opens_the_agent_page_with_its_panels(browsing, screenshot
     page.goto(FLEET)
     wait_for_panels(browsing)
     # The busiest agent: it has errors, versions and staging traffic to show on its own page.
-    page.click("#panel-agents .sorts a:text-is('throughput')")
-    page.wait_for_selector("#panel-agents .sorts a[aria-current]:text-is('throughput')")
+    page.click("#panel-agents .sorts a:has-text('throughput')")
+    page.wait_for_selector("#panel-agents .sorts a[aria-current]:has-text('throughput')")
     link = page.locator("#panel-agents a.agent-link").first
     slug = link.inner_text()
     link.click()
