@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not _rolled_up(database_url):
         metrics.catch_up(env, database_url)
     metrics._manage(env, "collectstatic", "--no-input", "--verbosity", "0")  # the page links hashed assets
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")  # as autovacuum leaves a database (it is off on some machines)
     output = subprocess.run(
         [PY, str(Path(__file__).resolve()), "--inner"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
