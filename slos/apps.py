@@ -6,3 +6,10 @@ class SlosConfig(AppConfig):
 
     name = "slos"
     verbose_name = "SLOs and alerts"
+
+    def ready(self) -> None:
+        from auditlog.registry import auditlog
+
+        from slos.models import SLO
+
+        auditlog.register(SLO)

@@ -29,6 +29,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "view_deployment",
             "view_trace",
         ),
+        "slos": ("view_slo",),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.ENGINEER: {
@@ -46,6 +47,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "change_deployment",
             "view_trace",
         ),
+        "slos": ("view_slo",),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.MANAGER: {
@@ -69,6 +71,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "delete_deployment",
             "view_trace",
         ),
+        "slos": ("view_slo", "add_slo", "change_slo", "delete_slo"),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
 }

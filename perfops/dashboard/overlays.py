@@ -1,9 +1,9 @@
 """Where later work plugs into the dashboard: SLO overlays and the analytics.
 
 Every panel that shows an SLO line, an SLO colour, a forecast, an anomaly, a change point or a
-root cause reads it through one function here. Until the slos app and the analytics exist these
-return nothing, and the panels show nothing for them (never a made-up line): each panel says in
-its footnote what will appear there.
+root cause reads it through one function here. The SLO functions read the slos app; until the
+analytics exist theirs return nothing, and the panels show nothing for them (never a made-up
+line): each panel says in its footnote what will appear there.
 """
 
 from __future__ import annotations
@@ -46,13 +46,41 @@ class Marker:
 
 
 def slo_lines(filters: MetricFilters, user: Any) -> list[SloLine]:
-    """Latency SLOs that apply to the filtered scope (chart 4.1, 4.13). The slos app fills this."""
-    return []
+    """Latency SLOs that apply to the filtered scope (chart 4.1, 4.13)."""
+    from slos.compliance import applicable
+    from slos.models import SLO
+
+    return [
+        SloLine(
+            name=f"{slo.name}: {slo.target * 100:g}% < {slo.threshold_ms:g} ms",
+            quantile=slo.target,
+            threshold_ms=float(slo.threshold_ms),
+            environment=slo.environment,
+        )
+        for slo in applicable(filters, user)
+        if slo.kind == SLO.Kind.LATENCY and slo.threshold_ms is not None
+    ]
 
 
 def slo_statuses(filters: MetricFilters, user: Any) -> dict[str, SloStatus]:
-    """Per agent slug, its SLO compliance in the window (charts 4.5, 4.10). The slos app fills this."""
-    return {}
+    """Per agent slug, its most specific SLO's compliance over the SLO's own window (charts 4.5, 4.10)."""
+    from django.utils import timezone
+
+    from slos.compliance import agent_statuses, applicable
+
+    now = timezone.now()
+    out = {}
+    for agent, (slo, spent) in agent_statuses(applicable(filters, user), user, now).items():
+        if spent.compliance is None or spent.remaining is None:
+            continue
+        out[agent] = SloStatus(
+            agent=agent,
+            slo=slo.objective,
+            compliance=spent.compliance,
+            target=slo.target,
+            budget_remaining=spent.remaining,
+        )
+    return out
 
 
 def error_budget_burn(filters: MetricFilters, user: Any) -> list[tuple[str, float]]:

@@ -529,6 +529,42 @@ class MetricsQuery:
         rows.sort(key=lambda row: (-row["count"], row["key"]))
         return {"window": self._window(the_plan), "by": by, "rows": rows}
 
+    def good_events(self, threshold_ms: float | None, by: str | None = None) -> dict[str, dict[str, int]]:
+        """SLI event counts over the window: {group: {"total", "good"}} (group "all" without `by`).
+
+        Good is "not an error or timeout" and, with a threshold, also "faster than it": counted from
+        the sketch buckets that end at or below the threshold, so a request in the bucket that holds
+        the threshold (at most 1% above it) counts as bad, never the other way round.
+        """
+        if by is not None and by not in GROUP_BY:
+            raise FilterError({"by": [f"Must be one of {', '.join(GROUP_BY)}."]})
+        needs_outcome = threshold_ms is not None
+        the_plan = self.plan(by, totals=True)
+        if needs_outcome and "outcome" not in VIEW_DIMS[the_plan.view]:
+            # The latency of failed requests must not count as good: the outcome is needed in the key.
+            view = next(v for v in VIEWS_BY_SIZE if (VIEW_DIMS[the_plan.view] | {"outcome"}) <= VIEW_DIMS[v])
+            the_plan = Plan(view, the_plan.start_s, the_plan.end_s, the_plan.width_s, the_plan.now_s, the_plan.segments)
+        found = self.fetch(the_plan)
+        if by is None:
+            codes, labels = np.zeros(len(found), dtype=np.int64), ["all"]
+        else:
+            codes, labels = Labels.for_cells(found, by)
+        n = len(labels)
+        total = np.bincount(codes, weights=found.count, minlength=n) if len(found) else np.zeros(n)
+        failed = np.bincount(codes, weights=found.errors + found.timeouts, minlength=n) if len(found) else np.zeros(n)
+        if threshold_ms is None:
+            good = total - failed
+        else:
+            ok_rows = found.status == cellmod.STATUSES.index("ok")
+            below = int(np.searchsorted(sketch.BOUNDARIES, threshold_ms, side="right"))
+            entry_ok = ok_rows[found.sketch_cell] & (found.sketch_bucket < below)
+            good = np.bincount(codes[found.sketch_cell][entry_ok], weights=found.sketch_count[entry_ok], minlength=n)
+        return {
+            label: {"total": round(float(total[i])), "good": round(float(good[i]))}
+            for i, label in enumerate(labels)
+            if total[i]
+        }
+
     def cross(self, first: str, second: str, *, qs: Sequence[float] = ()) -> dict[str, Any]:
         """Totals per pair of dimension values (e.g. error type x agent for the error treemap), largest first."""
         for by in (first, second):

@@ -1,0 +1,80 @@
+"""SLIs, budgets and burn rates of SLOs, computed as good / total event counts through the metrics query layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Q
+
+from perfops.metrics.filters import MetricFilters
+from perfops.metrics.query import MetricsQuery
+from slos import maths
+from slos.models import SLO
+
+# At most this many SLOs are evaluated for one dashboard panel (the most specific first).
+MAX_SLOS_PER_VIEW = 20
+_SPECIFICITY = {SLO.Scope.AGENT: 0, SLO.Scope.TEAM: 1, SLO.Scope.DEPARTMENT: 2, SLO.Scope.FLEET: 3}
+
+
+def _threshold(slo: SLO) -> float | None:
+    return slo.threshold_ms if slo.kind == SLO.Kind.LATENCY else None
+
+
+def budget(slo: SLO, user: Any, now: datetime, window: timedelta | None = None) -> maths.Budget:
+    """The SLO's good and total events over its window (or `window`)."""
+    query = MetricsQuery(slo.filters(now, window), user, now=now)
+    counts = query.good_events(_threshold(slo)).get("all", {"good": 0, "total": 0})
+    return maths.Budget(slo.target, counts["good"], counts["total"])
+
+
+def budgets_by_agent(slo: SLO, user: Any, now: datetime) -> dict[str, maths.Budget]:
+    """The SLO applied to each agent of its scope: {agent slug: budget over the SLO window}."""
+    query = MetricsQuery(slo.filters(now), user, now=now)
+    return {
+        agent: maths.Budget(slo.target, counts["good"], counts["total"])
+        for agent, counts in query.good_events(_threshold(slo), by="agent").items()
+    }
+
+
+def error_ratios(slo: SLO, user: Any, now: datetime) -> dict[timedelta, float]:
+    """The bad share of events over every window the burn-rate rules look at."""
+    windows = {w for rule in maths.rules_for(slo.window) for w in (rule.long_window, rule.short_window)}
+    ratios = {}
+    for window in windows:
+        spent = budget(slo, user, now, window)
+        ratios[window] = (spent.bad / spent.total) if spent.total else 0.0
+    return ratios
+
+
+def applicable(filters: MetricFilters, user: Any) -> list[SLO]:
+    """SLOs that cover the agents a filter set shows, in its environments, most specific first."""
+    slos = (
+        SLO.objects.visible_to(user)
+        .filter(environment__in=filters.environments)
+        .select_related("department", "team", "agent")
+    )
+    scope = Q(scope=SLO.Scope.FLEET)
+    if filters.agent:
+        scope |= Q(agent__slug=filters.agent) | Q(team__agents__slug=filters.agent)
+        scope |= Q(scope=SLO.Scope.DEPARTMENT, department__agents__slug=filters.agent)
+    elif filters.team:
+        scope |= Q(team__slug=filters.team) | Q(scope=SLO.Scope.DEPARTMENT, department__teams__slug=filters.team)
+        scope |= Q(agent__team__slug=filters.team)
+    elif filters.department:
+        scope |= Q(department__slug=filters.department)
+    else:
+        scope = Q()
+    found = list(slos.filter(scope).distinct())
+    found.sort(key=lambda slo: (_SPECIFICITY[SLO.Scope(slo.scope)], slo.name))
+    return found[:MAX_SLOS_PER_VIEW]
+
+
+def agent_statuses(slos: Iterable[SLO], user: Any, now: datetime) -> dict[str, tuple[SLO, maths.Budget]]:
+    """Each agent's most specific SLO and its budget (an agent covered by several takes the narrowest)."""
+    out: dict[str, tuple[SLO, maths.Budget]] = {}
+    for slo in slos:
+        for agent, spent in budgets_by_agent(slo, user, now).items():
+            out.setdefault(agent, (slo, spent))
+    return out

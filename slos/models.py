@@ -1,0 +1,133 @@
+"""Service level objectives: what "good" means for a scope of agents, and how much bad is allowed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from perfops.access.scoping import department_ids_for
+from perfops.metrics.filters import MetricFilters
+from perfops.telemetry.choices import Environment
+from perfops.telemetry.models import Agent, Department, Team
+
+
+class SLOQuerySet(models.QuerySet["SLO"]):
+    def visible_to(self, user: Any) -> SLOQuerySet:
+        """SLOs of the user's departments; fleet-wide SLOs (no department) only for a superuser."""
+        ids = department_ids_for(user)
+        return self if ids is None else self.filter(department_id__in=ids)
+
+
+class SLO(models.Model):
+    """An objective for a scope (fleet, department, team or agent) in one environment over a rolling window.
+
+    Latency: the share of requests that succeed faster than `threshold_ms` ("P95 < 500 ms" is 95% of
+    requests under 500 ms). Availability: the share of requests that are not errors or timeouts.
+    """
+
+    class Scope(models.TextChoices):
+        FLEET = "fleet", "Fleet"
+        DEPARTMENT = "department", "Department"
+        TEAM = "team", "Team"
+        AGENT = "agent", "Agent"
+
+    class Kind(models.TextChoices):
+        LATENCY = "latency", "Latency"
+        AVAILABILITY = "availability", "Availability"
+
+    class Window(models.IntegerChoices):
+        DAYS_7 = 7, "7 days"
+        DAYS_28 = 28, "28 days"
+        DAYS_30 = 30, "30 days"
+
+    name = models.CharField(max_length=128)
+    scope = models.CharField(max_length=16, choices=Scope.choices)
+    # The department is set for every scope but the fleet (from the team or agent), so that scoping is one filter.
+    department = models.ForeignKey(Department, on_delete=models.CASCADE, null=True, blank=True, related_name="slos")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="slos")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, null=True, blank=True, related_name="slos")
+    environment = models.CharField(max_length=16, choices=Environment.choices, default=Environment.PRODUCTION)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    threshold_ms = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Latency SLOs: the good/bad line."
+    )
+    target = models.FloatField(
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.99999)], help_text="e.g. 0.95 for 95% of requests."
+    )
+    window_days = models.PositiveSmallIntegerField(choices=Window.choices, default=Window.DAYS_30)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SLOQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "SLO"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="availability") | models.Q(threshold_ms__isnull=False),
+                name="slo_latency_has_threshold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.kind == self.Kind.LATENCY and self.threshold_ms is None:
+            errors["threshold_ms"] = "A latency SLO needs a threshold."
+        if self.kind == self.Kind.AVAILABILITY:
+            self.threshold_ms = None
+        needed = {self.Scope.DEPARTMENT: "department", self.Scope.TEAM: "team", self.Scope.AGENT: "agent"}
+        field = needed.get(self.Scope(self.scope)) if self.scope else None
+        if field and getattr(self, f"{field}_id") is None:
+            errors[field] = f"A {field} SLO needs its {field}."
+        for other in ("team", "agent"):
+            if other != field and getattr(self, f"{other}_id") is not None:
+                errors[other] = f"Only a {other} SLO names a {other}."
+        if errors:
+            raise ValidationError(errors)
+        # The department follows from the team or the agent; the fleet has none.
+        if self.scope == self.Scope.FLEET:
+            self.department = None
+        elif self.team is not None:
+            self.department_id = self.team.department_id
+        elif self.agent is not None:
+            self.department_id = self.agent.department_id
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+    @property
+    def objective(self) -> str:
+        """The SLO in words, e.g. "95% of requests under 500 ms over 30 days"."""
+        share = f"{self.target * 100:g}%"
+        if self.kind == self.Kind.LATENCY:
+            return f"{share} of requests succeed under {self.threshold_ms:g} ms over {self.window_days} days"
+        return f"{share} of requests succeed over {self.window_days} days"
+
+    def filters(self, now: datetime, window: timedelta | None = None) -> MetricFilters:
+        """The metrics filter set of this SLO's scope over `window` (its own window by default)."""
+        return MetricFilters(
+            range=None,
+            start=now - (window or self.window),
+            end=now,
+            environment=self.environment,
+            department=(
+                self.department.slug
+                if self.department is not None and self.scope in (self.Scope.DEPARTMENT, self.Scope.TEAM)
+                else None
+            ),
+            team=self.team.slug if self.team else None,
+            agent=self.agent.slug if self.agent else None,
+        )

@@ -1,0 +1,55 @@
+"""SLOs in the admin: managers set them for their departments, nobody but a superuser for the fleet."""
+
+from __future__ import annotations
+
+from auditlog.models import LogEntry
+from django.test import Client
+
+from slos.models import SLO
+
+ADD = "/admin/slos/slo/add/"
+
+
+def form(**fields) -> dict:
+    base = {"name": "p95 under 800", "scope": "department", "environment": "production", "kind": "latency"}
+    return base | {"threshold_ms": "800", "target": "0.95", "window_days": "30"} | fields
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_manager_sets_an_slo_for_their_department_and_it_is_audited(manager, payments):
+    response = client_for(manager).post(ADD, form(department=payments.pk))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    slo = SLO.objects.get()
+    assert (slo.department, slo.created_by, slo.objective) == (
+        payments,
+        manager,
+        "95% of requests succeed under 800 ms over 30 days",
+    )
+    entry = LogEntry.objects.get_for_object(slo).get()
+    assert entry.actor == manager
+
+
+def test_a_manager_cannot_set_a_fleet_slo_or_one_for_another_department(manager, research):
+    client = client_for(manager)
+    assert "Only a superuser may set a fleet-wide SLO." in client.post(ADD, form(scope="fleet")).content.decode()
+    refused = client.post(ADD, form(department=research.pk)).content.decode()
+    assert "Select a valid choice" in refused
+    assert not SLO.objects.exists()
+
+
+def test_viewers_and_engineers_only_read_slos(viewer, engineer, payments):
+    for person in (viewer, engineer):
+        assert client_for(person).post(ADD, form(department=payments.pk)).status_code == 403
+    assert not SLO.objects.exists()
+
+
+def test_another_departments_slo_is_not_found(manager, research):
+    slo = SLO.objects.create(
+        name="lab", scope="department", department=research, kind="availability", target=0.99, window_days=7
+    )
+    assert client_for(manager).get(f"/admin/slos/slo/{slo.pk}/change/").status_code == 404
