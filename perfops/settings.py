@@ -211,6 +211,7 @@ CELERY_BEAT_SCHEDULE = {
     # charts within settle + tick + the tick's own time (about 30 s).
     "rollup-tick": {"task": "perfops.metrics.tasks.rollup_tick", "schedule": 10.0},
     "apply-retention": {"task": "perfops.metrics.tasks.apply_retention", "schedule": 3600.0},
+    "evaluate-alerts": {"task": "slos.tasks.evaluate_alerts", "schedule": 60.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from perfops.access.admin_scoping import DepartmentScopedAdmin
-from slos.models import SLO
+from slos.alerts import create_rules
+from slos.models import SLO, AlertRule
 
 
 class SLOForm(ModelForm):
@@ -35,9 +36,30 @@ class SLOForm(ModelForm):
         return data
 
 
+class AlertRuleInline(admin.TabularInline):
+    """The SLO's burn-rate rules, editable (threshold, windows, pending and keep-firing periods)."""
+
+    model = AlertRule
+    extra = 0
+    fields = [
+        "name",
+        "severity",
+        "burn_rate",
+        "long_window_s",
+        "short_window_s",
+        "pending_s",
+        "keep_firing_s",
+        "enabled",
+        "state",
+        "last_value",
+    ]
+    readonly_fields = ["state", "last_value"]
+
+
 @admin.register(SLO)
 class SLOAdmin(DepartmentScopedAdmin):
     form = SLOForm
+    inlines = [AlertRuleInline]
     list_display = ["name", "scope", "department", "environment", "objective", "created_by", "updated_at"]
     list_filter = ["scope", "kind", "environment", "window_days"]
     search_fields = ["name", "agent__slug", "team__slug", "department__slug"]
@@ -54,3 +76,8 @@ class SLOAdmin(DepartmentScopedAdmin):
         if not change:
             obj.created_by = request.user  # type: ignore[assignment]
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and "window_days" in form.changed_data:
+            create_rules(form.instance)  # the Workbook's thresholds depend on the window

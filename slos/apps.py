@@ -10,6 +10,11 @@ class SlosConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from slos.models import SLO
+        from slos import signals  # noqa: F401  (an SLO brings its alert rules)
+        from slos.models import SLO, AlertRule
 
         auditlog.register(SLO)
+        auditlog.register(
+            AlertRule,
+            exclude_fields=["state", "state_since", "last_true_at", "last_value", "last_evaluated_at", "episode"],
+        )

@@ -131,3 +131,78 @@ class SLO(models.Model):
             team=self.team.slug if self.team else None,
             agent=self.agent.slug if self.agent else None,
         )
+
+
+class AlertRuleQuerySet(models.QuerySet["AlertRule"]):
+    def visible_to(self, user: Any) -> AlertRuleQuerySet:
+        ids = department_ids_for(user)
+        return self if ids is None else self.filter(slo__department_id__in=ids)
+
+
+class AlertRule(models.Model):
+    """A burn-rate alert of an SLO: fires while both its windows burn the budget at or above `burn_rate`.
+
+    Created with the SLO by the Workbook's scheme (two page rules, two ticket rules), editable, and
+    deleted with it. The state machine (normal, pending, firing) is advanced by `slos.alerts.evaluate`.
+    """
+
+    class Severity(models.TextChoices):
+        PAGE = "page", "Page"
+        TICKET = "ticket", "Ticket"
+
+    class State(models.TextChoices):
+        NORMAL = "normal", "Normal"
+        PENDING = "pending", "Pending"
+        FIRING = "firing", "Firing"
+
+    slo = models.ForeignKey(SLO, on_delete=models.CASCADE, related_name="alert_rules")
+    name = models.CharField(max_length=160)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    burn_rate = models.FloatField(validators=[MinValueValidator(0.01)])
+    long_window_s = models.PositiveIntegerField(validators=[MinValueValidator(60)])
+    short_window_s = models.PositiveIntegerField(validators=[MinValueValidator(60)])
+    # How long the condition must hold before firing, and keep failing to hold before resolving (no flapping).
+    pending_s = models.PositiveIntegerField(default=0)
+    keep_firing_s = models.PositiveIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.NORMAL, editable=False)
+    state_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the condition last held while firing (the keep-firing period counts from here).
+    last_true_at = models.DateTimeField(null=True, blank=True, editable=False)
+    episode = models.PositiveIntegerField(default=0, editable=False)
+    last_value = models.FloatField(null=True, blank=True, editable=False)
+    last_evaluated_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AlertRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slo", "-burn_rate"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertEvent(models.Model):
+    """A state change of a rule: one per transition, whoever evaluated it and however often (dedupe_key)."""
+
+    class Kind(models.TextChoices):
+        FIRING = "firing", "Firing"
+        RESOLVED = "resolved", "Resolved"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    episode = models.PositiveIntegerField()
+    at = models.DateTimeField()
+    value = models.FloatField(null=True)
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["rule", "-at"], name="alertevent_rule_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} {self.kind} #{self.episode}"

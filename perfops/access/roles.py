@@ -29,7 +29,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "view_deployment",
             "view_trace",
         ),
-        "slos": ("view_slo",),
+        "slos": ("view_slo", "view_alertrule", "view_alertevent"),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.ENGINEER: {
@@ -47,7 +47,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "change_deployment",
             "view_trace",
         ),
-        "slos": ("view_slo",),
+        "slos": ("view_slo", "view_alertrule", "view_alertevent"),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.MANAGER: {
@@ -71,7 +71,17 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "delete_deployment",
             "view_trace",
         ),
-        "slos": ("view_slo", "add_slo", "change_slo", "delete_slo"),
+        "slos": (
+            "view_slo",
+            "add_slo",
+            "change_slo",
+            "delete_slo",
+            "view_alertrule",
+            "add_alertrule",
+            "change_alertrule",
+            "delete_alertrule",
+            "view_alertevent",
+        ),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
 }

@@ -12,7 +12,8 @@ ADD = "/admin/slos/slo/add/"
 
 def form(**fields) -> dict:
     base = {"name": "p95 under 800", "scope": "department", "environment": "production", "kind": "latency"}
-    return base | {"threshold_ms": "800", "target": "0.95", "window_days": "30"} | fields
+    inline = {"alert_rules-TOTAL_FORMS": "0", "alert_rules-INITIAL_FORMS": "0"}
+    return base | {"threshold_ms": "800", "target": "0.95", "window_days": "30"} | inline | fields
 
 
 def client_for(user) -> Client:
@@ -32,6 +33,13 @@ def test_a_manager_sets_an_slo_for_their_department_and_it_is_audited(manager, p
     )
     entry = LogEntry.objects.get_for_object(slo).get()
     assert entry.actor == manager
+    # Its four Workbook rules came with it.
+    assert sorted(slo.alert_rules.values_list("severity", "burn_rate")) == [
+        ("page", 6.0),
+        ("page", 14.4),
+        ("ticket", 1.0),
+        ("ticket", 3.0),
+    ]
 
 
 def test_a_manager_cannot_set_a_fleet_slo_or_one_for_another_department(manager, research):
