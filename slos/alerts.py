@@ -61,27 +61,18 @@ def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | N
     state, episode = rule.state, rule.episode
     changes: dict[str, Any] = {"last_value": value, "last_evaluated_at": now}
     event: str | None = None
+    fire = {"state": AlertRule.State.FIRING, "state_since": now, "last_true_at": now, "episode": episode + 1}
     if state == AlertRule.State.NORMAL and holds:
         if rule.pending_s:
             changes |= {"state": AlertRule.State.PENDING, "state_since": now}
         else:
-            changes |= {
-                "state": AlertRule.State.FIRING,
-                "state_since": now,
-                "last_true_at": now,
-                "episode": episode + 1,
-            }
+            changes |= fire
             event = AlertEvent.Kind.FIRING
     elif state == AlertRule.State.PENDING:
         if not holds:
             changes |= {"state": AlertRule.State.NORMAL, "state_since": now}
         elif rule.state_since and now - rule.state_since >= timedelta(seconds=rule.pending_s):
-            changes |= {
-                "state": AlertRule.State.FIRING,
-                "state_since": now,
-                "last_true_at": now,
-                "episode": episode + 1,
-            }
+            changes |= fire
             event = AlertEvent.Kind.FIRING
     elif state == AlertRule.State.FIRING:
         if holds:
