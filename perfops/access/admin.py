@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from perfops.access.models import ApiToken, Scope, validate_scopes
+from perfops.access.models import AllowedHost, ApiToken, Scope, validate_scopes
 from perfops.access.roles import can_act
 
 
@@ -113,3 +113,26 @@ class ApiTokenAdmin(admin.ModelAdmin):
         response = TemplateResponse(request, "admin/access/apitoken/issued.html", context)
         response["Cache-Control"] = "no-store"
         return response
+
+
+@admin.register(AllowedHost)
+class AllowedHostAdmin(admin.ModelAdmin):
+    """Superusers decide which hosts perfops may call; everyone else cannot even see the list."""
+
+    list_display = ["host", "allow_private", "note", "created_at"]
+    search_fields = ["host", "note"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)

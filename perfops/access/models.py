@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,3 +108,49 @@ class ApiToken(models.Model):
         if self.last_used_at is None or now - self.last_used_at > timedelta(minutes=1):
             ApiToken.objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
+
+
+class AllowedHost(models.Model):
+    """A host perfops may call (webhooks, load-test targets): nothing else is ever contacted.
+
+    `*.example.com` allows every name under example.com (not example.com itself). Addresses in
+    private, loopback, link-local, shared and metadata ranges are refused even for an allowed host,
+    unless `allow_private` says this host is meant to be internal.
+    """
+
+    host = models.CharField(max_length=253, unique=True, help_text="A host name or IP, or *.domain for its subdomains.")
+    allow_private = models.BooleanField(
+        default=False, help_text="Also allow private, loopback and link-local addresses for this host."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host + (" (private allowed)" if self.allow_private else "")
+
+    def clean(self) -> None:
+        host = self.host.strip().lower().rstrip(".")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        bare = host.removeprefix("*.")
+        try:
+            ipaddress.ip_address(bare)
+            valid = bare == host  # no wildcard over an address
+        except ValueError:
+            try:
+                bare = bare.encode("idna").decode("ascii")
+            except UnicodeError:
+                bare = ""
+            valid = bool(re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", bare))
+            host = ("*." if host.startswith("*.") else "") + bare
+        if not valid:
+            raise ValidationError({"host": "A host name, an IP address, or *.domain."})
+        self.host = host
+
+    def matches(self, host: str) -> bool:
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:])
+        return host == self.host
