@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.forms import ModelForm
@@ -9,7 +10,7 @@ from django.http import HttpRequest
 
 from perfops.access.admin_scoping import DepartmentScopedAdmin
 from slos.alerts import create_rules
-from slos.models import SLO, AlertRule
+from slos.models import SLO, AlertRule, Delivery, NotificationChannel
 
 
 class SLOForm(ModelForm):
@@ -50,6 +51,7 @@ class AlertRuleInline(admin.TabularInline):
         "pending_s",
         "keep_firing_s",
         "enabled",
+        "channels",
         "state",
         "last_value",
     ]
@@ -81,3 +83,45 @@ class SLOAdmin(DepartmentScopedAdmin):
         super().save_related(request, form, formsets, change)
         if change and "window_days" in form.changed_data:
             create_rules(form.instance)  # the Workbook's thresholds depend on the window
+
+
+class NotificationChannelForm(ModelForm):
+    url = forms.URLField(required=False, max_length=500, assume_scheme="https")
+    # Write-only: left empty on change, the stored secret stays.
+    secret = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False), help_text="Signs webhook bodies (HMAC-SHA256)."
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "department", "kind", "url", "format", "secret", "email_to"]
+
+    def clean_secret(self) -> str:
+        return self.cleaned_data.get("secret") or (self.instance.secret if self.instance.pk else "")
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(DepartmentScopedAdmin):
+    form = NotificationChannelForm
+    list_display = ["name", "kind", "department", "format", "created_at"]
+    list_filter = ["kind", "format"]
+    search_fields = ["name", "url", "email_to"]
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(DepartmentScopedAdmin):
+    """Every send attempt, read-only: what went where and what came back."""
+
+    department_path = "channel__department_id"
+    list_display = ["event", "channel", "attempt", "ok", "detail", "at"]
+    list_filter = ["ok"]
+    list_select_related = ["event", "event__rule", "channel"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

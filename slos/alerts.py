@@ -88,7 +88,7 @@ def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | N
             number = changes.get("episode", episode)
             try:
                 with transaction.atomic():
-                    AlertEvent.objects.create(
+                    created = AlertEvent.objects.create(
                         rule=rule,
                         kind=event,
                         episode=number,
@@ -98,11 +98,20 @@ def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | N
                     )
             except IntegrityError:
                 return None
+            channel_ids = list(rule.channels.values_list("pk", flat=True))
+            transaction.on_commit(lambda: _notify(created.pk, channel_ids))
     for key, changed in changes.items():
         setattr(rule, key, changed)
     if event:
         logger.info("alert %s: %s (burn %.2fx, threshold %.2fx)", rule, event, value, rule.burn_rate)
     return event
+
+
+def _notify(event_id: int, channel_ids: list[int]) -> None:
+    from slos.tasks import deliver_event
+
+    for channel_id in channel_ids:
+        deliver_event.delay(event_id, channel_id)
 
 
 def evaluate_all(now: datetime | None = None) -> dict[str, int]:

@@ -11,9 +11,10 @@ class SlosConfig(AppConfig):
         from auditlog.registry import auditlog
 
         from slos import signals  # noqa: F401  (an SLO brings its alert rules)
-        from slos.models import SLO, AlertRule
+        from slos.models import SLO, AlertRule, NotificationChannel
 
         auditlog.register(SLO)
+        auditlog.register(NotificationChannel, exclude_fields=["secret"])
         auditlog.register(
             AlertRule,
             exclude_fields=["state", "state_since", "last_true_at", "last_value", "last_evaluated_at", "episode"],

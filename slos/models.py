@@ -133,6 +133,61 @@ class SLO(models.Model):
         )
 
 
+class NotificationChannelQuerySet(models.QuerySet["NotificationChannel"]):
+    def visible_to(self, user: Any) -> NotificationChannelQuerySet:
+        ids = department_ids_for(user)
+        return self if ids is None else self.filter(department_id__in=ids)
+
+
+class NotificationChannel(models.Model):
+    """Where alert notifications go: a webhook (JSON or Slack-compatible, HMAC-signed) or an email address.
+
+    A webhook URL must pass perfops.netguard (the admin's allowlist, public addresses only) when it
+    is saved and again at every send.
+    """
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook"
+        EMAIL = "email", "Email"
+
+    class Format(models.TextChoices):
+        JSON = "json", "JSON"
+        SLACK = "slack", "Slack-compatible"
+
+    name = models.CharField(max_length=128)
+    department = models.ForeignKey(
+        Department, on_delete=models.CASCADE, null=True, blank=True, related_name="notification_channels"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    url = models.URLField(max_length=500, blank=True)
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.JSON)
+    # Signs each webhook body (HMAC-SHA256 in X-Perfops-Signature); never shown again after it is set.
+    secret = models.CharField(max_length=128, blank=True)
+    email_to = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = NotificationChannelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from perfops import netguard
+
+        if self.kind == self.Kind.WEBHOOK:
+            if not self.url:
+                raise ValidationError({"url": "A webhook needs its URL."})
+            try:
+                netguard.check_url(self.url)
+            except netguard.UnsafeURL as exc:
+                raise ValidationError({"url": str(exc)}) from exc
+        elif not self.email_to:
+            raise ValidationError({"email_to": "An email channel needs an address."})
+
+
 class AlertRuleQuerySet(models.QuerySet["AlertRule"]):
     def visible_to(self, user: Any) -> AlertRuleQuerySet:
         ids = department_ids_for(user)
@@ -165,6 +220,7 @@ class AlertRule(models.Model):
     pending_s = models.PositiveIntegerField(default=0)
     keep_firing_s = models.PositiveIntegerField(default=0)
     enabled = models.BooleanField(default=True)
+    channels = models.ManyToManyField(NotificationChannel, blank=True, related_name="rules")
     state = models.CharField(max_length=8, choices=State.choices, default=State.NORMAL, editable=False)
     state_since = models.DateTimeField(null=True, blank=True, editable=False)
     # When the condition last held while firing (the keep-firing period counts from here).
@@ -206,3 +262,23 @@ class AlertEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} {self.kind} #{self.episode}"
+
+
+class Delivery(models.Model):
+    """One attempt to send one event to one channel: the log of what was sent and what came back."""
+
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
+    attempt = models.PositiveSmallIntegerField()
+    at = models.DateTimeField(auto_now_add=True)
+    ok = models.BooleanField()
+    detail = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "channel", "attempt"], name="delivery_attempt_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.channel} #{self.attempt}: {'ok' if self.ok else self.detail}"

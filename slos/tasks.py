@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
-from slos import alerts
+from slos import alerts, notify
 
 
 @shared_task(time_limit=55, soft_time_limit=50)
 def evaluate_alerts() -> dict[str, int]:
     """Advance every enabled alert rule (every minute under beat; idempotent, safe to run twice)."""
     return alerts.evaluate_all()
+
+
+class DeliveryFailed(Exception):
+    """The channel did not take the message this time (retried with backoff)."""
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    max_retries=notify.MAX_ATTEMPTS - 1,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def deliver_event(self: Any, event_id: int, channel_id: int) -> bool:
+    """Send one alert event to one channel; each attempt is a Delivery row, a success is never repeated."""
+    from slos.models import AlertEvent, NotificationChannel
+
+    event = AlertEvent.objects.select_related("rule", "rule__slo").get(pk=event_id)
+    channel = NotificationChannel.objects.get(pk=channel_id)
+    if not notify.deliver(event, channel):
+        raise DeliveryFailed(f"event {event_id} to channel {channel_id}")
+    return True

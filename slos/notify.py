@@ -1,0 +1,71 @@
+"""Alert notifications: one message per event and channel, signed, retried with backoff, every attempt logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+
+from perfops import netguard
+from slos.models import AlertEvent, Delivery, NotificationChannel
+
+SIGNATURE_HEADER = "X-Perfops-Signature"
+MAX_ATTEMPTS = 5
+
+
+def payload(event: AlertEvent) -> dict[str, Any]:
+    rule, slo = event.rule, event.rule.slo
+    return {
+        "event": event.kind,
+        "dedupe_key": event.dedupe_key,
+        "at": event.at.isoformat(),
+        "severity": rule.severity,
+        "rule": rule.name,
+        "slo": slo.name,
+        "objective": slo.objective,
+        "environment": slo.environment,
+        "burn_rate": round(event.value or 0.0, 3),
+        "threshold": rule.burn_rate,
+    }
+
+
+def text(event: AlertEvent) -> str:
+    data = payload(event)
+    verb = "FIRING" if event.kind == AlertEvent.Kind.FIRING else "resolved"
+    return f"[{data['severity']}] {verb}: {data['rule']} (burn {data['burn_rate']:g}x, {data['objective']})"
+
+
+def signature(secret: str, body: bytes) -> str:
+    """`sha256=<hex>` of the body: receivers recompute it with the shared secret to trust the message."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver(event: AlertEvent, channel: NotificationChannel) -> bool:
+    """One attempt; logged as a Delivery row. True when the channel took it (or already had)."""
+    if Delivery.objects.filter(event=event, channel=channel, ok=True).exists():
+        return True  # a retried task after a success: nothing to send twice
+    attempt = Delivery.objects.filter(event=event, channel=channel).count() + 1
+    try:
+        if channel.kind == NotificationChannel.Kind.WEBHOOK:
+            data: Any = {"text": text(event)} if channel.format == NotificationChannel.Format.SLACK else payload(event)
+            body = json.dumps(data).encode()
+            headers = {"Content-Type": "application/json", "User-Agent": "perfops-alerts"}
+            if channel.secret:
+                headers[SIGNATURE_HEADER] = signature(channel.secret, body)
+            reply = netguard.send(channel.url, body, headers)
+            ok, detail = 200 <= reply.status < 300, f"HTTP {reply.status}"
+        else:
+            send_mail(
+                text(event), json.dumps(payload(event), indent=2), settings.DEFAULT_FROM_EMAIL, [channel.email_to]
+            )
+            ok, detail = True, "sent"
+    except netguard.UnsafeURL as exc:
+        ok, detail = False, f"refused: {exc}"[:300]
+    except OSError as exc:
+        ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
+    Delivery.objects.create(event=event, channel=channel, attempt=attempt, ok=ok, detail=detail)
+    return ok
