@@ -15,6 +15,7 @@ admin.site.site_url = "/dashboard/performance/"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:performance", permanent=False)),
     path("dashboard/performance/", include("perfops.dashboard.urls")),
+    path("alerts/", include("slos.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/metrics/", include("perfops.metrics.urls")),
     path("api/v1/", include("perfops.telemetry.urls")),

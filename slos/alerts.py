@@ -98,7 +98,8 @@ def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | N
                     )
             except IntegrityError:
                 return None
-            channel_ids = list(rule.channels.values_list("pk", flat=True))
+            silenced = rule.silenced_until is not None and rule.silenced_until > now
+            channel_ids = [] if silenced else list(rule.channels.values_list("pk", flat=True))
             transaction.on_commit(lambda: _notify(created.pk, channel_ids))
     for key, changed in changes.items():
         setattr(rule, key, changed)

@@ -221,6 +221,8 @@ class AlertRule(models.Model):
     keep_firing_s = models.PositiveIntegerField(default=0)
     enabled = models.BooleanField(default=True)
     channels = models.ManyToManyField(NotificationChannel, blank=True, related_name="rules")
+    # While silenced the rule is still evaluated and its events recorded, but nobody is notified.
+    silenced_until = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.NORMAL, editable=False)
     state_since = models.DateTimeField(null=True, blank=True, editable=False)
     # When the condition last held while firing (the keep-firing period counts from here).
@@ -236,6 +238,12 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AlertEventQuerySet(models.QuerySet["AlertEvent"]):
+    def visible_to(self, user: Any) -> AlertEventQuerySet:
+        ids = department_ids_for(user)
+        return self if ids is None else self.filter(rule__slo__department_id__in=ids)
 
 
 class AlertEvent(models.Model):
@@ -255,6 +263,8 @@ class AlertEvent(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at"]

@@ -166,7 +166,20 @@ def _page_context(request: HttpRequest, filters: MetricFilters, errors: dict[str
         "start_value": filters.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if filters.start else "",
         "end_value": filters.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if filters.end else "",
         "reset": reverse("dashboard:performance"),
+        "firing_alerts": _firing_alerts(request),
     }
+
+
+def _firing_alerts(request: HttpRequest) -> list[str]:
+    """Names of the burn-rate alerts firing in the person's departments (the banner above the panels)."""
+    from slos.models import AlertRule
+
+    return list(
+        AlertRule.objects.visible_to(request.user)
+        .filter(state=AlertRule.State.FIRING)
+        .order_by("severity", "name")
+        .values_list("name", flat=True)[:5]
+    )
 
 
 @require_GET
