@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,15 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE")  # as autovacuum leaves a database (it is off on some machines)
-    output = subprocess.run(
-        [PY, str(Path(__file__).resolve()), "--inner"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if output.returncode:
-        raise SystemExit(f"dashboard benchmark failed:\n{output.stdout[-3000:]}\n{output.stderr[-3000:]}")
-    for line in output.stdout.splitlines():
-        if not line.startswith("{"):
-            print(line, flush=True)
-    return json.loads(output.stdout.splitlines()[-1])
+    return metrics.run_inner(str(Path(__file__).resolve()), env, "dashboard")
 
 
 def _rolled_up(database_url: str) -> bool:

@@ -130,16 +130,19 @@ def catch_up(env: dict[str, str], database_url: str) -> dict[str, Any]:
     }
 
 
-def queries(env: dict[str, str]) -> dict[str, Any]:
-    output = subprocess.run(
-        [PY, str(Path(__file__).resolve()), "--inner"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
+def run_inner(script: str, env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run `script --inner` inside Django, echo its lines and return the JSON of its last line."""
+    output = subprocess.run([PY, script, "--inner"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if output.returncode:
-        raise SystemExit(f"query benchmark failed:\n{output.stdout[-3000:]}\n{output.stderr[-3000:]}")
+        raise SystemExit(f"{what} benchmark failed:\n{output.stdout[-3000:]}\n{output.stderr[-3000:]}")
     for line in output.stdout.splitlines():
         if not line.startswith("{"):
             print(line, flush=True)
     return json.loads(output.stdout.splitlines()[-1])
+
+
+def queries(env: dict[str, str]) -> dict[str, Any]:
+    return run_inner(str(Path(__file__).resolve()), env, "query")
 
 
 # --- inside Django: the query measurements ------------------------------------------------------------

@@ -10,21 +10,6 @@ from django.core.management import call_command
 
 from slos import alerts
 from slos.models import SLO, AlertEvent, AlertRule
-from tests import factories
-
-
-@pytest.fixture
-def slo(payments) -> SLO:
-    agent = factories.agent("pay-bot", payments)
-    return SLO.objects.create(
-        name="pay-bot availability",
-        scope="agent",
-        agent=agent,
-        department=payments,
-        kind="availability",
-        target=0.999,
-        window_days=30,
-    )
 
 
 def fake_burns(monkeypatch, values: list[float]) -> Iterator[float]:

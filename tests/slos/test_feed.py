@@ -9,22 +9,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from slos import alerts
-from slos.models import SLO, AlertEvent, AlertRule
-from tests import factories
+from slos.models import AlertEvent, AlertRule
 
 
 @pytest.fixture
-def fired(payments) -> AlertEvent:
-    agent = factories.agent("pay-bot", payments)
-    slo = SLO.objects.create(
-        name="pay-bot availability",
-        scope="agent",
-        agent=agent,
-        department=payments,
-        kind="availability",
-        target=0.999,
-        window_days=30,
-    )
+def fired(slo) -> AlertEvent:
     rule = slo.alert_rules.get(burn_rate=14.4)
     AlertRule.objects.filter(pk=rule.pk).update(state="firing", state_since=timezone.now(), last_value=20.0)
     key = f"rule:{rule.pk}:episode:1:firing"

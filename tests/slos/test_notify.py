@@ -17,9 +17,8 @@ from django.utils import timezone
 
 from perfops.access.models import AllowedHost
 from slos import alerts, notify
-from slos.models import SLO, AlertEvent, Delivery, NotificationChannel
+from slos.models import AlertEvent, Delivery, NotificationChannel
 from slos.tasks import deliver_event
-from tests import factories
 
 
 class Receiver:
@@ -64,17 +63,7 @@ def receiver_factory(db):
 
 
 @pytest.fixture
-def event(payments) -> AlertEvent:
-    agent = factories.agent("pay-bot", payments)
-    slo = SLO.objects.create(
-        name="pay-bot availability",
-        scope="agent",
-        agent=agent,
-        department=payments,
-        kind="availability",
-        target=0.999,
-        window_days=30,
-    )
+def event(slo) -> AlertEvent:
     rule = slo.alert_rules.get(burn_rate=14.4)
     return AlertEvent.objects.create(
         rule=rule,
