@@ -1,4 +1,5 @@
-"""Burn-rate alert rules: created with an SLO, evaluated every minute, one event per state change.
+"""Alert rules: burn-rate rules created with an SLO, budget rules with a performance budget, and
+standalone rules on latency, error rate and throughput; evaluated every minute, one event per state change.
 
 Evaluation is safe to run twice at once or to retry: a transition is claimed with a conditional
 update on the rule's (state, episode), and each event has a unique dedupe key (rule, episode, kind),
@@ -14,51 +15,97 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from perfops.metrics.query import MetricsQuery, quantile_key
 from slos import compliance, maths
-from slos.models import SLO, AlertEvent, AlertRule
+from slos.models import SLO, AlertEvent, AlertRule, PerformanceBudget, format_value, span
 
 logger = logging.getLogger(__name__)
 
 
 def create_rules(slo: SLO) -> list[AlertRule]:
-    """The Workbook's four burn-rate rules for the SLO's window (replacing any it had)."""
-    slo.alert_rules.all().delete()
+    """The Workbook's four burn-rate rules for the SLO's window (replacing the burn-rate rules it had)."""
+    slo.alert_rules.filter(metric=AlertRule.Metric.BURN_RATE).delete()
     rules = []
     for rule in maths.rules_for(slo.window):
+        long_s = int(rule.long_window.total_seconds())
         rules.append(
             AlertRule.objects.create(
                 slo=slo,
-                name=f"{slo.name}: {rule.severity} at {rule.burn_rate:g}x over {_span(rule.long_window)}",
+                metric=AlertRule.Metric.BURN_RATE,
+                name=f"{slo.name}: {rule.severity} at {rule.burn_rate:g}x over {span(long_s)}",
                 severity=rule.severity,
-                burn_rate=rule.burn_rate,
-                long_window_s=int(rule.long_window.total_seconds()),
+                threshold=rule.burn_rate,
+                window_s=long_s,
                 short_window_s=int(rule.short_window.total_seconds()),
+                created_by=slo.created_by,
             )
         )
     return rules
 
 
-def _span(window: timedelta) -> str:
-    hours = window.total_seconds() / 3600
-    return f"{hours / 24:g} d" if hours >= 24 else f"{hours:g} h"
+def create_budget_rules(budget: PerformanceBudget) -> list[AlertRule]:
+    """A performance budget's two rules: close to it (warning, at `warn_at`) and breached (ticket, at 1.0)."""
+    budget.alert_rules.all().delete()
+    common = {
+        "budget": budget,
+        "metric": AlertRule.Metric.PERF_BUDGET,
+        "window_s": 300,
+        "created_by": budget.created_by,
+    }
+    return [
+        AlertRule.objects.create(
+            name=f"{budget.name}: close to the budget",
+            severity=AlertRule.Severity.WARNING,
+            threshold=budget.warn_at,
+            recovery_threshold=round(budget.warn_at - 0.05, 4),
+            **common,
+        ),
+        AlertRule.objects.create(
+            name=f"{budget.name}: budget breached",
+            severity=AlertRule.Severity.TICKET,
+            threshold=1.0,
+            recovery_threshold=0.95,
+            **common,
+        ),
+    ]
 
 
-def burn(rule: AlertRule, user: Any, now: datetime) -> float:
-    """The rule's value: the smaller burn rate of its two windows (both must reach the threshold)."""
-    rates = []
-    for seconds in (rule.long_window_s, rule.short_window_s):
-        spent = compliance.budget(rule.slo, user, now, timedelta(seconds=seconds))
-        ratio = spent.bad / spent.total if spent.total else 0.0
-        rates.append(maths.burn_rate(ratio, rule.slo.target))
-    return min(rates)
+def value_of(rule: AlertRule, user: Any, now: datetime) -> float | None:
+    """What the rule watches, now: None when there is nothing to judge (no requests in the window)."""
+    metric = AlertRule.Metric(rule.metric)
+    window = timedelta(seconds=rule.window_s)
+    if metric == AlertRule.Metric.BURN_RATE:
+        assert rule.slo is not None
+        windows = [window] + ([timedelta(seconds=rule.short_window_s)] if rule.short_window_s else [])
+        return min(compliance.burn_rate(rule.slo, user, now, w) for w in windows)
+    if metric == AlertRule.Metric.BUDGET_CONSUMED:
+        assert rule.slo is not None
+        remaining = compliance.budget(rule.slo, user, now).remaining
+        return None if remaining is None else 1.0 - remaining
+    if metric == AlertRule.Metric.PERF_BUDGET:
+        assert rule.budget is not None
+        from slos import budgets
+
+        return budgets.status(rule.budget, user, now).consumed
+    filters = rule.scope_filters(now - window, now, **rule.filters)
+    quantile = rule.quantile or 0.5
+    summary = MetricsQuery(filters, user, now=now).summary(qs=(quantile,))
+    if metric == AlertRule.Metric.THROUGHPUT:
+        return float(summary["throughput_rps"] or 0.0)
+    if not summary["count"]:
+        return None
+    if metric == AlertRule.Metric.ERROR_RATE:
+        return float(summary["error_rate"])
+    value = summary.get(quantile_key(quantile))
+    return None if value is None else float(value)
 
 
 def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | None:
     """Advance one rule's state; returns the event kind recorded ("firing", "resolved") or None."""
     now = now or timezone.now()
-    value = burn(rule, user, now)
-    holds = value >= rule.burn_rate
+    value = value_of(rule, user, now)
     state, episode = rule.state, rule.episode
+    holds = rule.holds(value, recovering=state == AlertRule.State.FIRING)
     changes: dict[str, Any] = {"last_value": value, "last_evaluated_at": now}
     event: str | None = None
     fire = {"state": AlertRule.State.FIRING, "state_since": now, "last_true_at": now, "episode": episode + 1}
@@ -104,7 +151,7 @@ def evaluate(rule: AlertRule, user: Any, now: datetime | None = None) -> str | N
     for key, changed in changes.items():
         setattr(rule, key, changed)
     if event:
-        logger.info("alert %s: %s (burn %.2fx, threshold %.2fx)", rule, event, value, rule.burn_rate)
+        logger.info("alert %s: %s (%s: %s)", rule, event, rule.condition, format_value(rule.metric, value))
     return event
 
 
@@ -124,7 +171,16 @@ def evaluate_all(now: datetime | None = None) -> dict[str, int]:
     system = SimpleNamespace(is_authenticated=True, is_active=True, is_superuser=True)
     counts = {"rules": 0, "firing": 0, "resolved": 0}
     for rule in AlertRule.objects.filter(enabled=True).select_related(
-        "slo", "slo__department", "slo__team", "slo__agent"
+        "department",
+        "team",
+        "agent",
+        "slo",
+        "slo__department",
+        "slo__team",
+        "slo__agent",
+        "budget",
+        "budget__department",
+        "budget__team",
     ):
         counts["rules"] += 1
         event = evaluate(rule, system, now)

@@ -11,9 +11,10 @@ class SlosConfig(AppConfig):
         from auditlog.registry import auditlog
 
         from slos import signals  # noqa: F401  (an SLO brings its alert rules)
-        from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel
+        from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel, PerformanceBudget
 
         auditlog.register(SLO)
+        auditlog.register(PerformanceBudget)
         # Acknowledgements are people's actions on an event.
         auditlog.register(AlertEvent, include_fields=["acknowledged_by", "acknowledged_at"])
         auditlog.register(NotificationChannel, exclude_fields=["secret"])

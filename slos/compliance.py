@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,14 +39,75 @@ def budgets_by_agent(slo: SLO, user: Any, now: datetime) -> dict[str, maths.Budg
     }
 
 
-def error_ratios(slo: SLO, user: Any, now: datetime) -> dict[timedelta, float]:
-    """The bad share of events over every window the burn-rate rules look at."""
-    windows = {w for rule in maths.rules_for(slo.window) for w in (rule.long_window, rule.short_window)}
-    ratios = {}
-    for window in windows:
-        spent = budget(slo, user, now, window)
-        ratios[window] = (spent.bad / spent.total) if spent.total else 0.0
-    return ratios
+def burn_rate(slo: SLO, user: Any, now: datetime, window: timedelta) -> float:
+    """How fast the SLO's budget burned over the last `window` (0 without requests)."""
+    spent = budget(slo, user, now, window)
+    return maths.burn_rate(spent.bad / spent.total if spent.total else 0.0, slo.target)
+
+
+# The "current" burn rate of a report: the fastest page rule's long window.
+CURRENT_BURN_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """One burn-rate rule against today's data: would it fire now?"""
+
+    severity: str
+    threshold: float
+    long_window: timedelta
+    short_window: timedelta
+    long_burn: float
+    short_burn: float
+
+    @property
+    def fires(self) -> bool:
+        return self.long_burn >= self.threshold and self.short_burn >= self.threshold
+
+
+@dataclass(frozen=True)
+class Report:
+    """An SLO's error budget now (A4.1): allowed and spent bad events, what is left, how fast it goes."""
+
+    slo: SLO
+    budget: maths.Budget
+    current_burn: float
+    exhaustion: timedelta | None  # at the current burn rate; None when it is not being spent
+    rules: list[RuleCheck]
+
+    @property
+    def firing(self) -> list[RuleCheck]:
+        return [rule for rule in self.rules if rule.fires]
+
+
+def report(slo: SLO, user: Any, now: datetime, *, with_rules: bool = True) -> Report:
+    """The budget, current burn rate, projected exhaustion and, per Workbook rule, whether it fires today.
+
+    Works on an unsaved SLO too: the confirmation step shows this before anything is stored.
+    """
+    spent = budget(slo, user, now)
+    burns: dict[timedelta, float] = {}
+
+    def burn(window: timedelta) -> float:
+        if window not in burns:
+            burns[window] = burn_rate(slo, user, now, window)
+        return burns[window]
+
+    checks = []
+    if with_rules:
+        for rule in maths.rules_for(slo.window):
+            checks.append(
+                RuleCheck(
+                    rule.severity,
+                    rule.burn_rate,
+                    rule.long_window,
+                    rule.short_window,
+                    burn(rule.long_window),
+                    burn(rule.short_window),
+                )
+            )
+    current = burn(CURRENT_BURN_WINDOW)
+    return Report(slo, spent, current, maths.exhaustion(spent.remaining, current, slo.window), checks)
 
 
 def applicable(filters: MetricFilters, user: Any) -> list[SLO]:

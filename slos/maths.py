@@ -82,6 +82,18 @@ def severity(fired: list[BurnRule]) -> str | None:
     return TICKET if fired else None
 
 
+def exhaustion(remaining: float | None, burn: float, window: timedelta) -> timedelta | None:
+    """When the budget runs out at burn rate `burn`: at 1x a whole budget lasts the window.
+
+    None when nothing is being spent (or nothing is known); zero when it is already spent.
+    """
+    if remaining is None or burn <= 0:
+        return None
+    if remaining <= 0:
+        return timedelta(0)
+    return window * (remaining / burn)
+
+
 @dataclass(frozen=True)
 class Budget:
     """An SLO's error budget over its window from good / total event counts."""

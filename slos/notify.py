@@ -11,32 +11,41 @@ from django.conf import settings
 from django.core.mail import send_mail
 
 from perfops import netguard
-from slos.models import AlertEvent, Delivery, NotificationChannel
+from slos.models import AlertEvent, Delivery, NotificationChannel, format_value
 
 SIGNATURE_HEADER = "X-Perfops-Signature"
 MAX_ATTEMPTS = 5
 
 
 def payload(event: AlertEvent) -> dict[str, Any]:
-    rule, slo = event.rule, event.rule.slo
+    """The JSON body of a webhook: what fired, on what, its value against the threshold."""
+    rule = event.rule
+    owner = rule.owner
     return {
         "event": event.kind,
         "dedupe_key": event.dedupe_key,
         "at": event.at.isoformat(),
         "severity": rule.severity,
         "rule": rule.name,
-        "slo": slo.name,
-        "objective": slo.objective,
-        "environment": slo.environment,
-        "burn_rate": round(event.value or 0.0, 3),
-        "threshold": rule.burn_rate,
+        "metric": rule.metric,
+        "condition": rule.condition,
+        "scope": rule.scope_label,
+        "environment": rule.environment,
+        "filters": rule.filters,
+        "slo": rule.slo.name if rule.slo else None,
+        "budget": rule.budget.name if rule.budget else None,
+        "objective": owner.objective if owner else None,
+        "value": None if event.value is None else round(event.value, 6),
+        "value_text": format_value(rule.metric, event.value),
+        "threshold": rule.threshold,
     }
 
 
 def text(event: AlertEvent) -> str:
+    """One line for Slack and email subjects."""
     data = payload(event)
     verb = "FIRING" if event.kind == AlertEvent.Kind.FIRING else "resolved"
-    return f"[{data['severity']}] {verb}: {data['rule']} (burn {data['burn_rate']:g}x, {data['objective']})"
+    return f"[{data['severity']}] {verb}: {data['rule']} ({data['value_text']}; {data['condition']}; {data['scope']})"
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -32,7 +32,9 @@ def deliver_event(self: Any, event_id: int, channel_id: int) -> bool:
     """Send one alert event to one channel; each attempt is a Delivery row, a success is never repeated."""
     from slos.models import AlertEvent, NotificationChannel
 
-    event = AlertEvent.objects.select_related("rule", "rule__slo").get(pk=event_id)
+    event = AlertEvent.objects.select_related(
+        "rule", "rule__slo", "rule__budget", "rule__department", "rule__team", "rule__agent"
+    ).get(pk=event_id)
     channel = NotificationChannel.objects.get(pk=channel_id)
     if not notify.deliver(event, channel):
         raise DeliveryFailed(f"event {event_id} to channel {channel_id}")

@@ -22,10 +22,14 @@ def _feed_context(request: HttpRequest) -> dict[str, object]:
     now = timezone.now()
     events = (
         AlertEvent.objects.visible_to(request.user)
-        .select_related("rule", "rule__slo", "acknowledged_by")
+        .select_related("rule", "rule__department", "rule__team", "rule__agent", "acknowledged_by")
         .order_by("-at")[:FEED_LENGTH]
     )
-    firing = AlertRule.objects.visible_to(request.user).filter(state=AlertRule.State.FIRING).select_related("slo")
+    firing = (
+        AlertRule.objects.visible_to(request.user)
+        .filter(state=AlertRule.State.FIRING)
+        .select_related("department", "team", "agent")
+    )
     return {
         "events": events,
         "firing": firing,

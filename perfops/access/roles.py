@@ -1,7 +1,7 @@
 """The three roles, as Django groups, and what each may do.
 
 Managers configure (SLOs, alert rules, budgets, teams and agents of their departments),
-engineers act (interventions, deployments, agent settings), viewers read. Every role is
+engineers act (interventions, deployments, agent settings, alert rules), viewers read. Every role is
 scoped to the departments the person is a member of; a superuser sees everything.
 """
 
@@ -29,7 +29,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "view_deployment",
             "view_trace",
         ),
-        "slos": ("view_slo", "view_alertrule", "view_alertevent"),
+        "slos": ("view_slo", "view_alertrule", "view_alertevent", "view_performancebudget"),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.ENGINEER: {
@@ -47,7 +47,17 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "change_deployment",
             "view_trace",
         ),
-        "slos": ("view_slo", "view_alertrule", "view_alertevent"),
+        # Engineers (SREs) create and tune alert rules from the charts (A4.3) and pick their channels.
+        "slos": (
+            "view_slo",
+            "view_alertrule",
+            "add_alertrule",
+            "change_alertrule",
+            "delete_alertrule",
+            "view_alertevent",
+            "view_notificationchannel",
+            "view_performancebudget",
+        ),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.MANAGER: {
@@ -86,6 +96,10 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "change_notificationchannel",
             "delete_notificationchannel",
             "view_delivery",
+            "view_performancebudget",
+            "add_performancebudget",
+            "change_performancebudget",
+            "delete_performancebudget",
         ),
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },

@@ -22,8 +22,17 @@ def client_for(user) -> Client:
     return client
 
 
-def test_a_manager_sets_an_slo_for_their_department_and_it_is_audited(manager, payments):
-    response = client_for(manager).post(ADD, form(department=payments.pk))
+def test_a_manager_sets_an_slo_for_their_department_after_confirming_and_it_is_audited(manager, payments):
+    client = client_for(manager)
+    # First the confirmation: target, budget, and whether the rules would fire; nothing stored yet.
+    preview = client.post(ADD, form(department=payments.pk))
+    page = preview.content.decode()
+    assert preview.status_code == 200
+    for fact in ("95% good", "Error budget", "Budget remaining", "Would fire", "Yes, create it"):
+        assert fact in page
+    assert 'name="_confirmed"' in page
+    assert not SLO.objects.exists()
+    response = client.post(ADD, form(department=payments.pk, _confirmed="1"))
     assert response.status_code == 302, response.content.decode()[:2000]
     slo = SLO.objects.get()
     assert (slo.department, slo.created_by, slo.objective) == (
@@ -34,7 +43,7 @@ def test_a_manager_sets_an_slo_for_their_department_and_it_is_audited(manager, p
     entry = LogEntry.objects.get_for_object(slo).get()
     assert entry.actor == manager
     # Its four Workbook rules came with it.
-    assert sorted(slo.alert_rules.values_list("severity", "burn_rate")) == [
+    assert sorted(slo.alert_rules.values_list("severity", "threshold")) == [
         ("page", 6.0),
         ("page", 14.4),
         ("ticket", 1.0),
@@ -44,7 +53,7 @@ def test_a_manager_sets_an_slo_for_their_department_and_it_is_audited(manager, p
 
 def test_a_manager_cannot_set_a_fleet_slo_or_one_for_another_department(manager, research):
     client = client_for(manager)
-    assert "Only a superuser may set a fleet-wide SLO." in client.post(ADD, form(scope="fleet")).content.decode()
+    assert "Only a superuser may set a fleet-wide" in client.post(ADD, form(scope="fleet")).content.decode()
     refused = client.post(ADD, form(department=research.pk)).content.decode()
     assert "Select a valid choice" in refused
     assert not SLO.objects.exists()

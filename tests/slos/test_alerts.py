@@ -14,13 +14,13 @@ from slos.models import SLO, AlertEvent, AlertRule
 
 def fake_burns(monkeypatch, values: list[float]) -> Iterator[float]:
     series = iter(values)
-    monkeypatch.setattr(alerts, "burn", lambda rule, user, now: next(series))
+    monkeypatch.setattr(alerts, "value_of", lambda rule, user, now: next(series))
     return series
 
 
 def test_an_slo_brings_the_workbook_rules_and_takes_them_away(slo):
     rules = list(
-        slo.alert_rules.order_by("-burn_rate").values_list("severity", "burn_rate", "long_window_s", "short_window_s")
+        slo.alert_rules.order_by("-threshold").values_list("severity", "threshold", "window_s", "short_window_s")
     )
     assert rules == [
         ("page", 14.4, 3600, 300),
@@ -33,7 +33,7 @@ def test_an_slo_brings_the_workbook_rules_and_takes_them_away(slo):
 
 
 def test_a_flapping_burn_notifies_once_per_episode(slo, superuser, monkeypatch):
-    rule = slo.alert_rules.get(burn_rate=14.4)
+    rule = slo.alert_rules.get(threshold=14.4)
     rule.keep_firing_s = 600
     rule.save()
     from django.utils import timezone
@@ -51,7 +51,7 @@ def test_a_flapping_burn_notifies_once_per_episode(slo, superuser, monkeypatch):
 def test_a_pending_period_holds_the_page_until_the_burn_lasts(slo, superuser, monkeypatch):
     from django.utils import timezone
 
-    rule = slo.alert_rules.get(burn_rate=14.4)
+    rule = slo.alert_rules.get(threshold=14.4)
     rule.pending_s = 180
     rule.save()
     start = timezone.now()
@@ -63,7 +63,7 @@ def test_a_pending_period_holds_the_page_until_the_burn_lasts(slo, superuser, mo
 def test_two_evaluators_record_one_transition(slo, superuser, monkeypatch):
     from django.utils import timezone
 
-    rule = slo.alert_rules.get(burn_rate=14.4)
+    rule = slo.alert_rules.get(threshold=14.4)
     stale = AlertRule.objects.get(pk=rule.pk)  # a second worker loaded the same rule
     fake_burns(monkeypatch, [20.0, 20.0])
     now = timezone.now()
@@ -87,9 +87,9 @@ def test_a_real_burn_pages_from_the_rollups(rolled_up, superuser):
     # five minutes hold a request or two of this agent, so the 1 h / 5 min page may or may not fire.)
     counts = alerts.evaluate_all(rolled_up.now)
     assert counts["rules"] == 4
-    fired = dict(AlertEvent.objects.filter(rule__slo=slo).values_list("rule__burn_rate", "kind"))
+    fired = dict(AlertEvent.objects.filter(rule__slo=slo).values_list("rule__threshold", "kind"))
     assert fired[6.0] == fired[3.0] == fired[1.0] == "firing"
-    rule = slo.alert_rules.get(burn_rate=6.0)
+    rule = slo.alert_rules.get(threshold=6.0)
     assert rule.state == "firing"
     assert rule.last_value == pytest.approx(120, rel=0.35)
     call_command("evaluate_alerts")  # nothing new: still firing, no second event

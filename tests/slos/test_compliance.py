@@ -103,5 +103,5 @@ def test_an_slo_refuses_inconsistent_scopes(rolled_up):
         make_slo(rolled_up, agent=None)
     with pytest.raises(ValidationError, match="needs a threshold"):
         make_slo(rolled_up, threshold_ms=None)
-    with pytest.raises(ValidationError, match="Only a team SLO names a team"):
+    with pytest.raises(ValidationError, match="Only a team scope names a team"):
         make_slo(rolled_up, team=rolled_up.agents["pay-bot"].team)

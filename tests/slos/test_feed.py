@@ -14,7 +14,7 @@ from slos.models import AlertEvent, AlertRule
 
 @pytest.fixture
 def fired(slo) -> AlertEvent:
-    rule = slo.alert_rules.get(burn_rate=14.4)
+    rule = slo.alert_rules.get(threshold=14.4)
     AlertRule.objects.filter(pk=rule.pk).update(state="firing", state_since=timezone.now(), last_value=20.0)
     key = f"rule:{rule.pk}:episode:1:firing"
     return AlertEvent.objects.create(rule=rule, kind="firing", episode=1, at=timezone.now(), value=20.0, dedupe_key=key)
@@ -59,7 +59,7 @@ def test_a_silenced_rule_records_events_but_notifies_nobody(
     assert client_for(engineer).post(reverse("slos:silence", args=[rule.pk]), {"hours": "7"}).status_code == 400
     sent: list[tuple[int, list[int]]] = []
     monkeypatch.setattr(alerts, "_notify", lambda event_id, channel_ids: sent.append((event_id, channel_ids)))
-    monkeypatch.setattr(alerts, "burn", lambda *args: 0.0)
+    monkeypatch.setattr(alerts, "value_of", lambda *args: 0.0)
     with django_capture_on_commit_callbacks(execute=True):
         assert alerts.evaluate(rule, engineer) == "resolved"
     assert sent == [(AlertEvent.objects.get(kind="resolved").pk, [])]

@@ -64,7 +64,7 @@ def receiver_factory(db):
 
 @pytest.fixture
 def event(slo) -> AlertEvent:
-    rule = slo.alert_rules.get(burn_rate=14.4)
+    rule = slo.alert_rules.get(threshold=14.4)
     return AlertEvent.objects.create(
         rule=rule,
         kind="firing",
@@ -89,7 +89,7 @@ def test_a_signed_webhook_reaches_the_receiver_and_its_signature_verifies(event,
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Perfops-Signature"], expected)
     sent = json.loads(body)
-    assert (sent["event"], sent["severity"], sent["burn_rate"]) == ("firing", "page", 20.5)
+    assert (sent["event"], sent["severity"], sent["value"]) == ("firing", "page", 20.5)
     assert Delivery.objects.get().detail == "HTTP 204"
 
 
@@ -97,7 +97,8 @@ def test_the_slack_format_sends_one_line_of_text(event, receiver_factory):
     receiver = receiver_factory([200])
     notify.deliver(event, channel(receiver.url, format="slack"))
     text = json.loads(receiver.requests[0][1])["text"]
-    assert text.startswith("[page] FIRING: pay-bot availability: page at 14.4x over 1 h (burn 20.5x")
+    assert text.startswith("[page] FIRING: pay-bot availability: page at 14.4x over 1 h (20.5x; ")
+    assert "burn rate at or above 14.4x over 1 h and 5 min" in text
 
 
 def test_a_failed_delivery_is_retried_logged_and_a_success_is_never_repeated(event, receiver_factory):
@@ -157,7 +158,7 @@ def test_each_transition_notifies_each_channel_once(
     event.delete()
     rule.channels.add(channel(receiver.url))
     values = iter([20.0, 20.0, 1.0, 1.0])
-    monkeypatch.setattr(alerts, "burn", lambda *args: next(values))
+    monkeypatch.setattr(alerts, "value_of", lambda *args: next(values))
     now = timezone.now()
     for minute in range(4):
         with django_capture_on_commit_callbacks(execute=True):
