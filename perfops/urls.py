@@ -15,10 +15,11 @@ admin.site.site_url = "/dashboard/performance/"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:performance", permanent=False)),
     path("dashboard/performance/", include("perfops.dashboard.urls")),
-    path("alerts/", include("slos.urls")),
+    path("", include("slos.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/metrics/", include("perfops.metrics.urls")),
     path("api/v1/", include("perfops.telemetry.urls")),
+    path("api/v1/", include("slos.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include("perfops.telemetry.otlp_urls")),

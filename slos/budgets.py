@@ -81,7 +81,14 @@ def history(budget: PerformanceBudget, user: Any, now: datetime, days: int = HIS
     query = MetricsQuery(budget.scope_filters(start, now), user, now=now)
     key = quantile_key(budget.q)
     result = query.series("agent", limit=10_000, qs=(budget.q,), max_points=days + 1)
+    # Every day of the window, with or without requests.
+    first = datetime.fromisoformat(result["window"]["start"].replace("Z", "+00:00"))
+    step = timedelta(seconds=result["window"]["bucket_s"])
     by_time: dict[str, list[float]] = {}
+    day = first
+    while day < now:
+        by_time[day.isoformat().replace("+00:00", "Z")] = []
+        day += step
     for series in result["series"]:
         for point in series["points"]:
             values = by_time.setdefault(point["t"], [])

@@ -12,7 +12,7 @@ from django.db.models import Q
 from perfops.metrics.filters import MetricFilters
 from perfops.metrics.query import MetricsQuery
 from slos import maths
-from slos.models import SLO
+from slos.models import SLO, percent, until
 
 # At most this many SLOs are evaluated for one dashboard panel (the most specific first).
 MAX_SLOS_PER_VIEW = 20
@@ -79,6 +79,18 @@ class Report:
     def firing(self) -> list[RuleCheck]:
         return [rule for rule in self.rules if rule.fires]
 
+    @property
+    def compliance_text(self) -> str:
+        return percent(self.budget.compliance, 5, none="no traffic")
+
+    @property
+    def remaining_text(self) -> str:
+        return percent(self.budget.remaining, 4, none="no traffic")
+
+    @property
+    def exhaustion_text(self) -> str:
+        return until(self.exhaustion)
+
 
 def report(slo: SLO, user: Any, now: datetime, *, with_rules: bool = True) -> Report:
     """The budget, current burn rate, projected exhaustion and, per Workbook rule, whether it fires today.
@@ -110,16 +122,11 @@ def report(slo: SLO, user: Any, now: datetime, *, with_rules: bool = True) -> Re
     return Report(slo, spent, current, maths.exhaustion(spent.remaining, current, slo.window), checks)
 
 
-def applicable(filters: MetricFilters, user: Any) -> list[SLO]:
-    """SLOs that cover the agents a filter set shows, in its environments, most specific first."""
-    slos = (
-        SLO.objects.visible_to(user)
-        .filter(environment__in=filters.environments)
-        .select_related("department", "team", "agent")
-    )
+def covering(filters: MetricFilters) -> Q:
+    """Scoped rows (SLOs, rules) that cover the agents a filter set shows: its own scope and every wider one."""
     scope = Q(scope=SLO.Scope.FLEET)
     if filters.agent:
-        scope |= Q(agent__slug=filters.agent) | Q(team__agents__slug=filters.agent)
+        scope |= Q(agent__slug=filters.agent) | Q(scope=SLO.Scope.TEAM, team__agents__slug=filters.agent)
         scope |= Q(scope=SLO.Scope.DEPARTMENT, department__agents__slug=filters.agent)
     elif filters.team:
         scope |= Q(team__slug=filters.team) | Q(scope=SLO.Scope.DEPARTMENT, department__teams__slug=filters.team)
@@ -128,7 +135,13 @@ def applicable(filters: MetricFilters, user: Any) -> list[SLO]:
         scope |= Q(department__slug=filters.department)
     else:
         scope = Q()
-    found = list(slos.filter(scope).distinct())
+    return scope & Q(environment__in=filters.environments)
+
+
+def applicable(filters: MetricFilters, user: Any) -> list[SLO]:
+    """SLOs that cover the agents a filter set shows, in its environments, most specific first."""
+    slos = SLO.objects.visible_to(user).select_related("department", "team", "agent")
+    found = list(slos.filter(covering(filters)).distinct())
     found.sort(key=lambda slo: (_SPECIFICITY[SLO.Scope(slo.scope)], slo.name))
     return found[:MAX_SLOS_PER_VIEW]
 

@@ -9,11 +9,11 @@ much of it is used now.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from slos import alerts, budgets, compliance
-from slos.models import SLO, AlertRule, PerformanceBudget, format_value, span
+from slos.models import SLO, AlertRule, PerformanceBudget, format_value, percent, span, until
 
 
 @dataclass
@@ -34,19 +34,6 @@ class Preview:
         }
 
 
-def _duration(delta: timedelta | None) -> str:
-    if delta is None:
-        return "not being spent"
-    if delta <= timedelta(0):
-        return "already spent"
-    hours = delta.total_seconds() / 3600
-    return f"in {hours:.1f} h" if hours < 48 else f"in {hours / 24:.1f} days"
-
-
-def _percent(value: float | None, digits: int = 3) -> str:
-    return "no requests yet" if value is None else f"{value * 100:.{digits}g}%"
-
-
 def describe_slo(slo: SLO, user: Any, now: datetime) -> Preview:
     report = compliance.report(slo, user, now)
     spent = report.budget
@@ -56,11 +43,11 @@ def describe_slo(slo: SLO, user: Any, now: datetime) -> Preview:
         ("Scope", slo.scope_label),
         ("Target", f"{slo.target * 100:g}% good ({(1 - slo.target) * 100:.3g}% of requests may fail the SLI)"),
         ("Requests in the window", f"{spent.total:,}"),
-        ("Compliance now", _percent(spent.compliance, 5)),
+        ("Compliance now", percent(spent.compliance, 5)),
         ("Error budget", f"{spent.allowed_bad:,.0f} bad requests allowed, {spent.bad:,} spent"),
-        ("Budget remaining", _percent(spent.remaining, 4)),
+        ("Budget remaining", percent(spent.remaining, 4)),
         ("Burn rate (last hour)", f"{report.current_burn:.3g}x"),
-        ("Budget exhausted", _duration(report.exhaustion)),
+        ("Budget exhausted", until(report.exhaustion)),
     ]
     preview.rules = [
         {
@@ -123,7 +110,7 @@ def describe_budget(budget: PerformanceBudget, user: Any, now: datetime) -> Prev
         {
             "severity": severity,
             "condition": f"budget consumed at or above {line * 100:g}%",
-            "value": _percent(status.consumed, 3),
+            "value": percent(status.consumed, 3),
             "fires": status.consumed is not None and status.consumed >= line,
         }
         for severity, line in (("warning", budget.warn_at), ("ticket", 1.0))

@@ -501,6 +501,21 @@ def span(seconds: int) -> str:
     return f"{seconds / 60:g} min"
 
 
+def percent(value: float | None, digits: int = 3, *, none: str = "no requests yet") -> str:
+    """A share as a percentage with `digits` significant digits."""
+    return none if value is None else f"{value * 100:.{digits}g}%"
+
+
+def until(delta: timedelta | None) -> str:
+    """When an error budget runs out, in words."""
+    if delta is None:
+        return "not being spent"
+    if delta <= timedelta(0):
+        return "already spent"
+    hours = delta.total_seconds() / 3600
+    return f"in {hours:.1f} h" if hours < 48 else f"in {hours / 24:.1f} days"
+
+
 def format_value(metric: str, value: float | None) -> str:
     """A metric value with its unit: 812 ms, 14.4x, 2.5%, 120 req/s, 85% of budget."""
     if value is None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from perfops.access.roles import can_act
-from slos.models import AlertEvent, AlertRule
+from slos.models import SLO, AlertEvent, AlertRule
 
 FEED_LENGTH = 100
 SILENCE_HOURS = (1, 4, 24)
@@ -84,3 +86,51 @@ def _back(request: HttpRequest) -> HttpResponse:
     if request.headers.get("HX-Request"):
         return render(request, "slos/_feed.html", _feed_context(request))
     return redirect("slos:feed")
+
+
+@require_GET
+@login_required
+def openslo_export(request: HttpRequest) -> HttpResponse:
+    """The person's SLOs (or ?id=... of them) as OpenSLO v1 YAML, one document per SLO."""
+    from slos import openslo
+
+    slos = SLO.objects.visible_to(request.user).select_related("department", "team", "agent")
+    ids = [value for value in request.GET.getlist("id") if value.isdigit()]
+    if ids:
+        slos = slos.filter(pk__in=ids)
+    response = HttpResponse(openslo.export_slos(slos), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="perfops-slos.yaml"'
+    return response
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def openslo_import(request: HttpRequest) -> HttpResponse:
+    """Upload OpenSLO YAML: check it, show what it creates and changes, then apply after confirmation."""
+    from slos import openslo
+
+    if not (request.user.has_perm("slos.add_slo") and request.user.has_perm("slos.change_slo")):
+        raise PermissionDenied("Only managers import SLOs.")
+    context: dict[str, Any] = {"page_title": "Import SLOs from OpenSLO YAML", "errors": [], "planned": None}
+    if request.method == "POST":
+        text = request.POST.get("yaml", "")
+        upload = request.FILES.get("file")
+        if upload is not None:
+            raw = upload.read(openslo.MAX_BYTES + 1)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                context["errors"] = ["The file is not UTF-8 text."]
+                text = ""
+        context["yaml"] = text
+        if text and not context["errors"]:
+            planned, errors = openslo.parse(text, request.user)
+            context["errors"] = errors
+            if not errors and "_confirmed" in request.POST:
+                result = openslo.apply(planned, request.user)
+                messages.success(request, f"Imported {len(result.created)} new and {len(result.updated)} changed SLOs.")
+                return redirect("slos:slo-list")
+            context["planned"] = planned
+        elif not context["errors"]:
+            context["errors"] = ["Paste the YAML or choose a file."]
+    return render(request, "slos/openslo_import.html", context, status=400 if context["errors"] else 200)

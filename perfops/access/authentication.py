@@ -78,8 +78,9 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
 
 def session_has_scope(request: Request, scope: str) -> bool:
-    """What a logged-in person (no token) may do: read always, automate if they can act, never ingest."""
-    if scope == Scope.READ:
+    """What a logged-in person (no token) may do: read always, automate if they can act, configure (what
+    their model permissions allow, checked per operation), never ingest."""
+    if scope in (Scope.READ, Scope.CONFIGURE):
         return True
     if scope == Scope.AUTOMATION:
         return can_act(request.user)
@@ -117,6 +118,31 @@ class ReadScope(_ScopePermission):
 
 class AutomationScope(_ScopePermission):
     scope = Scope.AUTOMATION
+
+
+class ConfigureScope(permissions.BasePermission):
+    """Reads need `read`; writes need `configure` and the person's model permission for that operation
+    (managers: SLOs, budgets, channels; engineers and managers: alert rules)."""
+
+    ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if request.method in permissions.SAFE_METHODS:
+            if not request_has_scope(request, Scope.READ):
+                self.message = "This operation needs the 'read' scope."
+                return False
+            return True
+        if not request_has_scope(request, Scope.CONFIGURE):
+            self.message = "This operation needs the 'configure' scope."
+            return False
+        model = view.get_queryset().model  # type: ignore[attr-defined]
+        action = getattr(view, "permission_action", None) or self.ACTIONS.get(request.method or "", "change")
+        if not request.user.has_perm(f"{model._meta.app_label}.{action}_{model._meta.model_name}"):
+            self.message = f"Your role may not {action} {model._meta.verbose_name_plural}."
+            return False
+        return True
 
 
 class ReportDeployments(permissions.BasePermission):

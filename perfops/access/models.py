@@ -21,6 +21,7 @@ class Scope(models.TextChoices):
     INGEST = "ingest", "ingest: send traces and deployments"
     READ = "read", "read: metrics, agents, traces"
     AUTOMATION = "automation", "automation: interventions (profiling, config, load tests, ...)"
+    CONFIGURE = "configure", "configure: SLOs, alert rules, notification channels, budgets"
 
 
 def hash_token(plaintext: str) -> str:

@@ -83,9 +83,82 @@ def slo_statuses(filters: MetricFilters, user: Any) -> dict[str, SloStatus]:
     return out
 
 
-def error_budget_burn(filters: MetricFilters, user: Any) -> list[tuple[str, float]]:
-    """(time, burn rate) points of the availability SLO of the scope (chart 4.2). The slos app fills this."""
-    return []
+@dataclass(frozen=True)
+class BudgetBurn:
+    """The burn rate of an availability SLO's error budget per time bucket (chart 4.2)."""
+
+    slo: str
+    target: float
+    points: list[tuple[str, float | None]]
+
+
+def error_budget_burn(filters: MetricFilters, user: Any, points: list[dict[str, Any]]) -> BudgetBurn | None:
+    """How fast the shown traffic spends the budget of the most specific availability SLO covering it.
+
+    `points` are the chart's own buckets (count, errors, timeouts), so the line needs no second read:
+    burn = failed share / (1 - target); at 1x the budget lasts exactly the SLO window.
+    """
+    from slos.compliance import applicable
+    from slos.models import SLO
+
+    slo = next((s for s in applicable(filters, user) if s.kind == SLO.Kind.AVAILABILITY), None)
+    if slo is None:
+        return None
+    allowed = 1.0 - slo.target
+    burns = [
+        (p["t"], round((p["errors"] + p["timeouts"]) / p["count"] / allowed, 3) if p["count"] else None) for p in points
+    ]
+    return BudgetBurn(slo=slo.name, target=slo.target, points=burns)
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """A rule that is firing or about to (pending) for the scope a panel shows."""
+
+    name: str
+    state: str
+    severity: str
+    value: str
+    url: str
+
+
+# Which rules a panel shows, by what it plots: latency, errors or throughput.
+PANEL_METRICS = {
+    "latency": ("latency", "perf_budget"),
+    "errors": ("error_rate",),
+    "throughput": ("throughput",),
+}
+
+
+def alert_states(filters: MetricFilters, user: Any) -> dict[str, list[AlertState]]:
+    """Firing and pending rules that cover the filtered scope, grouped as panels plot them.
+
+    Burn-rate and error-budget rules go with latency or errors by their SLO's kind.
+    """
+    from django.urls import reverse
+
+    from slos.compliance import covering
+    from slos.models import SLO, AlertRule
+
+    rules = (
+        AlertRule.objects.visible_to(user)
+        .filter(covering(filters), enabled=True, state__in=[AlertRule.State.FIRING, AlertRule.State.PENDING])
+        .select_related("slo")
+        .distinct()
+        .order_by("state", "name")[:50]
+    )
+    out: dict[str, list[AlertState]] = {}
+    for rule in rules:
+        if rule.slo is not None:
+            group = "latency" if rule.slo.kind == SLO.Kind.LATENCY else "errors"
+        else:
+            group = next((g for g, metrics in PANEL_METRICS.items() if rule.metric in metrics), "latency")
+        out.setdefault(group, []).append(
+            AlertState(
+                rule.name, rule.state, rule.severity, rule.value_text, reverse("slos:rule-detail", args=[rule.pk])
+            )
+        )
+    return out
 
 
 def capacity_forecast(filters: MetricFilters, user: Any) -> dict[str, Any] | None:

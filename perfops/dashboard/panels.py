@@ -339,21 +339,32 @@ def build_errors(ctx: Context) -> dict[str, Any]:
         return _empty("No errors or timeouts in this time range.")
     markers = _deployment_markers(ctx, total["window"]["start"], total["window"]["end"])
     marks = fig.vertical_markers([(m["at"], m["version"]) for m in markers])
-    burn = overlays.error_budget_burn(ctx.filters, ctx.user)
+    burn = overlays.error_budget_burn(ctx.filters, ctx.user, points)
     extra: dict[str, Any] = {}
-    if burn:
+    if burn is not None and any(value is not None for _, value in burn.points):
         data.append(
             {
                 "type": "scatter",
                 "mode": "lines",
-                "name": "budget burn rate",
-                "x": [t for t, _ in burn],
-                "y": [v for _, v in burn],
+                "name": f"budget burn rate ({burn.slo})",
+                "x": [t for t, _ in burn.points],
+                "y": [v for _, v in burn.points],
                 "yaxis": "y2",
-                "line": {"color": "#222", "dash": "dash"},
+                "line": {"color": fig.NEUTRAL, "dash": "dash", "width": 1.5},
+                "hovertemplate": "burn %{y:.2f}×",
             }
         )
-        extra["yaxis2"] = {"title": {"text": "burn rate (×)"}, "overlaying": "y", "side": "right"}
+        extra["yaxis2"] = {
+            "title": {"text": "budget burn rate (×)"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+        }
+        notes.append(
+            f"Dashed: how fast these requests spend the error budget of {burn.slo} "
+            f"({burn.target * 100:g}% target); at 1× the budget lasts the SLO window, 14.4× pages."
+        )
     else:
         notes.append("Error budget burn shows here once an availability SLO covers this scope.")
     notes.append("Dotted lines: versions rolled out. Click a spike to list the agents behind it.")
@@ -1230,6 +1241,40 @@ def build_contributors(ctx: Context) -> dict[str, Any]:
         "failures": failures,
         "window": f"{start:%Y-%m-%d %H:%M} – {end:%H:%M} UTC",
     }
+
+
+# What a panel plots, for its alert badges and its "Create alert" link (A4.3).
+ALERT_GROUPS = {
+    "kpis": "latency",
+    "latency": "latency",
+    "agents": "latency",
+    "heatmap": "latency",
+    "distribution": "latency",
+    "versions": "latency",
+    "phases": "latency",
+    "errors": "errors",
+    "error_patterns": "errors",
+    "throughput": "throughput",
+    "capacity": "throughput",
+}
+# The rule a "Create alert" link proposes for each group.
+ALERT_DEFAULTS = {
+    "latency": {"metric": "latency", "quantile": "0.95"},
+    "errors": {"metric": "error_rate", "threshold": "0.05"},
+    "throughput": {"metric": "throughput", "comparison": "lte"},
+}
+
+
+def new_alert_link(filters: MetricFilters, group: str) -> str:
+    """The alert-rule form for what a panel shows: its metric, scope, environment and filters."""
+    params = dict(ALERT_DEFAULTS[group])
+    for key in ("agent", "team", "department", "version", "intent", "tier", "status"):
+        value = getattr(filters, key)
+        if value and not (key == "version" and value == "latest"):
+            params[key] = value
+    if filters.environment != "all":
+        params["environment"] = filters.environment
+    return reverse("slos:rule-new") + "?" + urlencode(params)
 
 
 PANELS: dict[str, Panel] = {

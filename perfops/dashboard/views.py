@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from perfops.dashboard import overlays, traces
-from perfops.dashboard.panels import AGENT_LAYOUT, FLEET_LAYOUT, PANELS, Context
+from perfops.dashboard.panels import AGENT_LAYOUT, ALERT_GROUPS, FLEET_LAYOUT, PANELS, Context, new_alert_link
 from perfops.metrics.filters import (
     ALL,
     ENVIRONMENT_VALUES,
@@ -167,7 +167,27 @@ def _page_context(request: HttpRequest, filters: MetricFilters, errors: dict[str
         "end_value": filters.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if filters.end else "",
         "reset": reverse("dashboard:performance"),
         "firing_alerts": _firing_alerts(request),
+        "actions": _actions(request, filters),
     }
+
+
+def _actions(request: HttpRequest, filters: MetricFilters) -> list[tuple[str, str]]:
+    """The page's actions for its scope, each a form that confirms before saving (A4.1, A4.3, A4.10)."""
+    scope = {key: getattr(filters, key) for key in ("agent", "team", "department") if getattr(filters, key)}
+    if filters.environment != ALL:
+        scope["environment"] = filters.environment
+    found: list[tuple[str, str]] = []
+    user = request.user
+    if user.has_perm("slos.add_slo") and (scope.keys() & {"agent", "team", "department"} or user.is_superuser):
+        found.append(("Set SLO", reverse("slos:slo-new") + "?" + urlencode(scope)))
+    if user.has_perm("slos.add_alertrule"):
+        found.append(("Create alert", new_alert_link(filters, "latency")))
+    budget_scope = {k: v for k, v in scope.items() if k != "agent"}
+    if not filters.agent and (filters.team or filters.department):
+        if user.has_perm("slos.add_performancebudget"):
+            found.append(("Set budget", reverse("slos:budget-new") + "?" + urlencode(budget_scope)))
+        found.append(("Budgets", reverse("slos:budget-list") + "?" + urlencode(budget_scope)))
+    return found
 
 
 def _firing_alerts(request: HttpRequest) -> list[str]:
@@ -249,9 +269,15 @@ def panel(request: HttpRequest, name: str) -> HttpResponse:
             },
             status=503,
         )
+    group = ALERT_GROUPS.get(name)
     context = {
         "panel": found,
         "data": data,
+        # Alert state is read fresh on every load (the panel's data may come from its cache).
+        "alerts": overlays.alert_states(filters, request.user).get(group, []) if group else [],
+        "new_alert": (
+            new_alert_link(filters, group) if group and request.user.has_perm("slos.add_alertrule") else None
+        ),
         "figure_id": f"figure-{name}-{uuid.uuid4().hex[:8]}",
         "elapsed_ms": round((time.perf_counter() - began) * 1000),
         "self_url": request.get_full_path(),
