@@ -105,3 +105,56 @@ def test_an_slo_refuses_inconsistent_scopes(rolled_up):
         make_slo(rolled_up, threshold_ms=None)
     with pytest.raises(ValidationError, match="Only a team scope names a team"):
         make_slo(rolled_up, team=rolled_up.agents["pay-bot"].team)
+
+
+def panel_figure(client, name: str, **params) -> tuple[str, dict]:
+    page = client.get(reverse("dashboard:panel", args=[name]), params, headers={"HX-Request": "true"}).content.decode()
+    found = re.search(r'type="application/json">(.*?)</script>', page, re.S)
+    return page, json.loads(found.group(1)) if found else {}
+
+
+def test_the_error_chart_shows_how_fast_the_budget_burns(rolled_up, superuser):
+    from perfops.metrics.filters import MetricFilters
+    from perfops.metrics.query import MetricsQuery
+
+    make_slo(rolled_up, kind=SLO.Kind.AVAILABILITY, threshold_ms=None, target=0.99, name="pay-bot up")
+    client = Client()
+    client.force_login(superuser)
+    page, figure = panel_figure(client, "errors", agent="pay-bot", range="24h")
+    burn = next(trace for trace in figure["data"] if trace["name"] == "budget burn rate (pay-bot up)")
+    assert burn["yaxis"] == "y2"
+    # Each point is that bucket's failed share over the 1% budget.
+    series = MetricsQuery(MetricFilters(range="24h", agent="pay-bot"), superuser, now=rolled_up.now).series()
+    expected = {
+        p["t"]: (p["errors"] + p["timeouts"]) / p["count"] / 0.01 for p in series["series"][0]["points"] if p["count"]
+    }
+    shown = {t: v for t, v in zip(burn["x"], burn["y"], strict=True) if v is not None}
+    common = set(shown) & set(expected)
+    assert len(common) >= len(expected) - 1
+    for t in common:
+        assert shown[t] == pytest.approx(expected[t], abs=0.01)
+    assert "at 1× the budget lasts the SLO window" in page
+
+
+def test_panels_show_the_rules_firing_for_their_scope_and_offer_a_new_alert(rolled_up, superuser, engineer, viewer):
+    from slos.models import AlertRule
+
+    slo = make_slo(
+        rolled_up, kind=SLO.Kind.AVAILABILITY, threshold_ms=None, target=0.99, name="pay-bot up", window_days=30
+    )
+    rule = slo.alert_rules.get(threshold=14.4)
+    AlertRule.objects.filter(pk=rule.pk).update(state="firing", last_value=20.0)
+    client = Client()
+    client.force_login(engineer)
+    errors, _ = panel_figure(client, "errors", agent="pay-bot")
+    assert "firing: pay-bot up: page at 14.4x over 1 h" in errors
+    assert reverse("slos:rule-new") + "?metric=error_rate" in errors
+    latency, _ = panel_figure(client, "latency", agent="pay-bot")
+    assert "firing:" not in latency  # an availability rule belongs on the error chart
+    other, _ = panel_figure(client, "errors", agent="refund-bot")
+    assert "firing:" not in other
+    viewer_client = Client()
+    viewer_client.force_login(viewer)
+    seen, _ = panel_figure(viewer_client, "errors", agent="pay-bot")
+    assert "firing: pay-bot up" in seen
+    assert "+ alert" not in seen  # viewers read

@@ -318,3 +318,24 @@ def test_the_history_is_rolled_up_so_the_charts_show_it_at_once(seeded, superuse
         summary = MetricsQuery(parse_filters({"range": "7d", "environment": "all"}), superuser).summary()
     assert summary["count"] == TRACES
     assert summary["p50_ms"] > 0
+
+
+@pytest.mark.django_db
+def test_the_demo_gets_objectives_set_from_its_own_history(seeded, settings, tmp_path):
+    from slos.models import SLO, AlertRule, PerformanceBudget
+
+    settings.VAR_DIR = tmp_path
+    with time_machine.travel(NOW, tick=True):
+        call_command("prepare_demo", stdout=StringIO())
+        call_command("prepare_demo", stdout=StringIO())  # a second run adds nothing
+    latency = SLO.objects.get(kind="latency")
+    assert (latency.agent.slug, latency.target) == (fleet.LATENCY_REGRESSION_AGENT, 0.95)
+    assert SLO.objects.get(kind="availability").department.slug == fleet.OUTAGE_DEPARTMENT
+    assert PerformanceBudget.objects.get().team == latency.agent.team
+    assert AlertRule.objects.filter(metric="latency", slo__isnull=True).count() == 1
+    # Set a little above the agent's own week: most requests meet it, the regression does not.
+    threshold = latency.threshold_ms
+    assert threshold is not None
+    week = production_traces(fleet.LATENCY_REGRESSION_AGENT).filter(status="ok")
+    met = (latencies(week) < threshold).mean()
+    assert 0.9 < met < 1.0

@@ -54,6 +54,11 @@ class Command(BaseCommand):
         token_file.write_text(plaintext)
         token_file.chmod(0o600)
 
+        from slos import demo
+
+        for line in demo.seed(admin):
+            self.stdout.write(f"Demo objective: {line}")
+
         scope = departments[0].name if departments else "no department yet"
         self.stdout.write(
             self.style.SUCCESS("Demo accounts (password for all: " + password + ")")
