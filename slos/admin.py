@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from perfops.access.admin_scoping import DepartmentScopedAdmin
+from slos import openslo
 from slos.alerts import create_rules
 from slos.confirm import describe
 from slos.forms import AlertRuleForm, PerformanceBudgetForm, SLOForm
@@ -108,8 +109,6 @@ class SLOAdmin(ConfirmedSaveAdmin):
 
     @admin.action(description="Export the selected SLOs as OpenSLO YAML")
     def export_openslo(self, request: HttpRequest, queryset: Any) -> HttpResponse:
-        from slos import openslo
-
         response = HttpResponse(
             openslo.export_slos(queryset.select_related("department", "team", "agent")),
             content_type="application/yaml; charset=utf-8",

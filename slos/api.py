@@ -24,7 +24,7 @@ from rest_framework.response import Response
 
 from perfops.access.authentication import ConfigureScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
-from slos import budgets, compliance, confirm
+from slos import budgets, compliance, confirm, openslo
 from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel, PerformanceBudget
 from slos.serializers import (
     AlertEventSerializer,
@@ -126,13 +126,11 @@ class SLOViewSet(ConfiguredViewSet):
     )
     @action(detail=False, methods=["get"], url_path="openslo")
     def openslo_export(self, request: Request) -> HttpResponse:
-        from slos import openslo
-
-        slos = self.get_queryset()
+        chosen = self.get_queryset()
         ids = [value for value in request.query_params.getlist("id") if value.isdigit()]
         if ids:
-            slos = slos.filter(pk__in=ids)
-        return HttpResponse(openslo.export_slos(slos), content_type="application/yaml; charset=utf-8")
+            chosen = chosen.filter(pk__in=ids)
+        return HttpResponse(openslo.export_slos(chosen), content_type="application/yaml; charset=utf-8")
 
     @extend_schema(
         summary="Import SLOs from OpenSLO v1 YAML",
@@ -148,8 +146,6 @@ class SLOViewSet(ConfiguredViewSet):
     )
     @action(detail=False, methods=["post"], url_path="openslo/import", parser_classes=[JSONParser])
     def openslo_import(self, request: Request) -> Response:
-        from slos import openslo
-
         if not request.user.has_perm("slos.change_slo"):
             return Response({"detail": "Your role may not change SLOs."}, status=status.HTTP_403_FORBIDDEN)
         raw = request._request.body[: openslo.MAX_BYTES + 1]
@@ -157,16 +153,27 @@ class SLOViewSet(ConfiguredViewSet):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return Response({"errors": ["The body is not UTF-8 text."]}, status=status.HTTP_400_BAD_REQUEST)
-        planned, errors = openslo.parse(text, request.user)
-        if errors:
-            return Response({"errors": errors}, status=status.HTTP_400_BAD_REQUEST)
-        plan = [{"action": item.action, "name": item.slo.name, "objective": item.slo.objective} for item in planned]
+        found = openslo.plan(text, request.user)
+        if found.errors:
+            return Response({"errors": found.errors}, status=status.HTTP_400_BAD_REQUEST)
+        plan = [
+            {"action": item.action, "name": item.slo.name, "objective": item.slo.objective, "changes": item.changes}
+            for item in found.planned
+        ]
         if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
-            return Response({"dry_run": True, "plan": plan})
+            return Response({"dry_run": True, "plan": plan, "notes": found.notes})
         with set_actor(request.user):
-            result = openslo.apply(planned, request.user)
+            result = openslo.apply(found.planned, request.user)
+        if result.errors:
+            return Response({"errors": result.errors}, status=status.HTTP_400_BAD_REQUEST)
         return Response(
-            {"created": [slo.pk for slo in result.created], "updated": [slo.pk for slo in result.updated], "plan": plan}
+            {
+                "created": [slo.pk for slo in result.created],
+                "updated": [slo.pk for slo in result.updated],
+                "unchanged": [slo.pk for slo in result.unchanged],
+                "plan": plan,
+                "notes": found.notes,
+            }
         )
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from perfops.access.roles import can_act
+from slos import openslo
 from slos.models import SLO, AlertEvent, AlertRule
 
 FEED_LENGTH = 100
@@ -92,13 +93,11 @@ def _back(request: HttpRequest) -> HttpResponse:
 @login_required
 def openslo_export(request: HttpRequest) -> HttpResponse:
     """The person's SLOs (or ?id=... of them) as OpenSLO v1 YAML, one document per SLO."""
-    from slos import openslo
-
-    slos = SLO.objects.visible_to(request.user).select_related("department", "team", "agent")
+    chosen = SLO.objects.visible_to(request.user).select_related("department", "team", "agent")
     ids = [value for value in request.GET.getlist("id") if value.isdigit()]
     if ids:
-        slos = slos.filter(pk__in=ids)
-    response = HttpResponse(openslo.export_slos(slos), content_type="application/yaml; charset=utf-8")
+        chosen = chosen.filter(pk__in=ids)
+    response = HttpResponse(openslo.export_slos(chosen), content_type="application/yaml; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="perfops-slos.yaml"'
     return response
 
@@ -107,8 +106,6 @@ def openslo_export(request: HttpRequest) -> HttpResponse:
 @login_required
 def openslo_import(request: HttpRequest) -> HttpResponse:
     """Upload OpenSLO YAML: check it, show what it creates and changes, then apply after confirmation."""
-    from slos import openslo
-
     if not (request.user.has_perm("slos.add_slo") and request.user.has_perm("slos.change_slo")):
         raise PermissionDenied("Only managers import SLOs.")
     context: dict[str, Any] = {"page_title": "Import SLOs from OpenSLO YAML", "errors": [], "planned": None}

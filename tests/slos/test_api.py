@@ -159,3 +159,25 @@ def test_events_are_listed_and_acknowledged_once_by_automation_tokens(slo, engin
     assert as_(engineer, ["read"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge").status_code == 403
     done = as_(engineer, ["read", "automation"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge")
     assert done.json()["acknowledged_by"] == "erin"
+
+
+def test_openslo_round_trips_through_the_api_with_a_dry_run_first(manager, agent):
+    client = as_(manager, ["configure", "read"])
+    assert client.post("/api/v1/slos", slo_body(), format="json").status_code == 201
+    exported = client.get("/api/v1/slos/openslo")
+    assert exported["Content-Type"].startswith("application/yaml")
+    text = exported.content.decode()
+    assert "apiVersion: openslo/v1" in text
+    SLO.objects.all().delete()
+    dry = client.post("/api/v1/slos/openslo/import?dry_run=true", text, content_type="application/yaml")
+    assert dry.status_code == 200, dry.json()
+    assert [item["action"] for item in dry.json()["plan"]] == ["create"]
+    assert not SLO.objects.exists()
+    done = client.post("/api/v1/slos/openslo/import", text, content_type="application/yaml")
+    assert done.status_code == 200, done.json()
+    slo = SLO.objects.get()
+    assert (slo.agent, slo.threshold_ms, slo.target, slo.window_days) == (agent, 800, 0.95, 28)
+    assert slo.alert_rules.count() == 4
+    broken = client.post("/api/v1/slos/openslo/import", "apiVersion: [", content_type="application/yaml")
+    assert broken.status_code == 400
+    assert "line" in broken.json()["errors"][0]

@@ -159,3 +159,21 @@ def test_a_budget_cannot_cover_a_single_agent(db, payments, manager):
     response = client_for(manager).post(reverse("slos:budget-new"), data)
     assert response.status_code == 400
     assert not PerformanceBudget.objects.exists()
+
+
+def test_an_openslo_file_is_checked_shown_then_imported(slo, manager, superuser):
+    client = client_for(manager)
+    text = client.get(reverse("slos:openslo-export")).content.decode()
+    assert "kind: SLO" in text
+    changed = text.replace("target: 0.999", "target: 0.995")
+    shown = client.post(reverse("slos:openslo-import"), {"yaml": changed}).content.decode()
+    assert "update" in shown
+    assert "Yes, import 1 SLO" in shown
+    slo.refresh_from_db()
+    assert slo.target == 0.999  # nothing changed before the confirmation
+    client.post(reverse("slos:openslo-import"), {"yaml": changed, "_confirmed": "1"})
+    slo.refresh_from_db()
+    assert slo.target == 0.995
+    refused = client.post(reverse("slos:openslo-import"), {"yaml": "kind: SLO\napiVersion: openslo/v9\n"})
+    assert refused.status_code == 400
+    assert "Nothing was imported." in refused.content.decode()
