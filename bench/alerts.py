@@ -113,9 +113,8 @@ def _inner() -> None:
         response = client.get("/slos/")
         list_ms = (time.perf_counter() - began) * 1000
         assert response.status_code == 200
-        print(
-            f"   SLO confirmation preview {preview_ms:.0f} ms; SLO list page ({SLO.objects.count()} SLOs) {list_ms:.0f} ms"
-        )
+        slos = SLO.objects.count()
+        print(f"   SLO confirmation preview {preview_ms:.0f} ms; SLO list page ({slos} SLOs) {list_ms:.0f} ms")
         out = {
             "rules": rules,
             "by_metric": counts,
