@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if not dashboard._rolled_up(database_url):
         metrics.catch_up(env, database_url)
+    metrics._manage(env, "collectstatic", "--no-input", "--verbosity", "0")  # the SLO page links hashed assets
     return metrics.run_inner(str(Path(__file__).resolve()), env, "alerts")
 
 
