@@ -49,7 +49,7 @@ def create_budget_rules(budget: PerformanceBudget) -> list[AlertRule]:
     common = {
         "budget": budget,
         "metric": AlertRule.Metric.PERF_BUDGET,
-        "window_s": 300,
+        "window_s": budget.window_s,
         "created_by": budget.created_by,
     }
     return [

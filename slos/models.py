@@ -408,6 +408,11 @@ class AlertRule(Scoped):
         if owner is not None:
             for field in ("scope", "department_id", "team_id", "agent_id", "environment"):
                 setattr(self, field, getattr(owner, field))
+        # Budget values are read over their owner's window, whatever the rule says.
+        if self.metric == self.Metric.PERF_BUDGET and self.budget is not None:
+            self.window_s = self.budget.window_s
+        elif self.metric == self.Metric.BUDGET_CONSUMED and self.slo is not None:
+            self.window_s = self.slo.window_days * 86400
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
