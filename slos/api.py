@@ -106,7 +106,7 @@ class SLOViewSet(ConfiguredViewSet):
         slo = self.get_object()
         report = compliance.report(slo, request.user, timezone.now())
         spent = report.budget
-        body = confirm.describe_slo(slo, request.user, timezone.now()).as_dict()
+        body = confirm.describe_slo(slo, request.user, timezone.now(), saved=True).as_dict()
         body["numbers"] = {
             "good": spent.good,
             "total": spent.total,

@@ -21,6 +21,7 @@ class Preview:
     """Facts to confirm (label, value) and the rules with their verdict on today's data."""
 
     title: str
+    rules_caption: str = "Its alert rules on today's data"
     facts: list[tuple[str, str]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -34,7 +35,7 @@ class Preview:
         }
 
 
-def describe_slo(slo: SLO, user: Any, now: datetime) -> Preview:
+def describe_slo(slo: SLO, user: Any, now: datetime, *, saved: bool = False) -> Preview:
     report = compliance.report(slo, user, now)
     spent = report.budget
     preview = Preview(f"SLO {slo.name}")
@@ -59,7 +60,9 @@ def describe_slo(slo: SLO, user: Any, now: datetime) -> Preview:
         }
         for rule in report.rules
     ]
-    if report.firing:
+    if report.firing and saved:
+        preview.warnings.append(f"{len(report.firing)} of its burn-rate conditions hold on today's data.")
+    elif report.firing:
         preview.warnings.append(
             f"{len(report.firing)} of its alert rules would fire on today's data: notifications may go out "
             "as soon as it is saved."
@@ -69,11 +72,11 @@ def describe_slo(slo: SLO, user: Any, now: datetime) -> Preview:
     return preview
 
 
-def describe_rule(rule: AlertRule, user: Any, now: datetime) -> Preview:
+def describe_rule(rule: AlertRule, user: Any, now: datetime, *, saved: bool = False) -> Preview:
     rule.take_scope()
     value = alerts.value_of(rule, user, now)
     fires = rule.holds(value)
-    preview = Preview(f"Alert rule {rule.name}")
+    preview = Preview(f"Alert rule {rule.name}", rules_caption="On today's data")
     preview.facts = [
         ("Condition", rule.condition),
         ("Scope", rule.scope_label + (f", filters {rule.filters}" if rule.filters else "")),
@@ -90,7 +93,9 @@ def describe_rule(rule: AlertRule, user: Any, now: datetime) -> Preview:
             "fires": fires,
         }
     ]
-    if fires:
+    if fires and saved:
+        preview.warnings.append("Its condition holds on today's data.")
+    elif fires:
         preview.warnings.append("This rule would fire on today's data: notifications may go out within a minute.")
     return preview
 

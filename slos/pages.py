@@ -41,6 +41,11 @@ class Kind:
     detail_url: str
 
     @property
+    def title(self) -> str:
+        """The noun at the start of a sentence: "SLO", "Alert rule", "Performance budget"."""
+        return self.noun[:1].upper() + self.noun[1:]
+
+    @property
     def codename(self) -> str:
         return self.model._meta.model_name or ""
 
@@ -119,7 +124,7 @@ def edit(request: HttpRequest, kind: str, pk: int | None = None) -> HttpResponse
             candidate.created_by = request.user
         candidate.save()
         form.save_m2m()
-    messages.success(request, f"{spec.noun.capitalize()} {candidate} {'saved' if instance else 'created'}.")
+    messages.success(request, f"{spec.title} {candidate} {'saved' if instance else 'created'}.")
     return redirect(spec.detail_url, pk=candidate.pk)
 
 
@@ -147,9 +152,7 @@ def delete(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
         return render(request, "slos/delete.html", context)
     name = str(instance)
     instance.delete()
-    messages.success(
-        request, f"{spec.noun.capitalize()} {name} deleted" + (f" with {len(rules)} rules." if rules else ".")
-    )
+    messages.success(request, f"{spec.title} {name} deleted" + (f" with {len(rules)} rules." if rules else "."))
     return redirect(spec.list_url)
 
 
@@ -204,7 +207,7 @@ def slo_detail(request: HttpRequest, pk: int) -> HttpResponse:
     now = timezone.now()
     context = {
         "slo": slo,
-        "preview": confirm.describe_slo(slo, request.user, now),
+        "preview": confirm.describe_slo(slo, request.user, now, saved=True),
         "rules": slo.alert_rules.all(),
         "events": AlertEvent.objects.filter(rule__slo=slo).select_related("rule")[:20],
         "dashboard": _dashboard_link(slo),
@@ -256,7 +259,7 @@ def rule_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     context = {
         "rule": rule,
-        "preview": confirm.describe_rule(rule, request.user, timezone.now()),
+        "preview": confirm.describe_rule(rule, request.user, timezone.now(), saved=True),
         "events": rule.events.all()[:50],
         "channels": rule.channels.all(),
         "dashboard": _dashboard_link(rule),
