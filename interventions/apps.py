@@ -6,3 +6,12 @@ class InterventionsConfig(AppConfig):
 
     name = "interventions"
     verbose_name = "Interventions"
+
+    def ready(self) -> None:
+        from auditlog.registry import auditlog
+
+        from interventions.models import AgentConfig, ProfilingSession
+
+        auditlog.register(AgentConfig)
+        # The report is data the system derives; who started, stopped and when is the audited part.
+        auditlog.register(ProfilingSession, exclude_fields=["report", "report_status"])

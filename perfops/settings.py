@@ -226,6 +226,8 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-tick": {"task": "perfops.metrics.tasks.rollup_tick", "schedule": 10.0},
     "apply-retention": {"task": "perfops.metrics.tasks.apply_retention", "schedule": 3600.0},
     "evaluate-alerts": {"task": "slos.tasks.evaluate_alerts", "schedule": 60.0},
+    # Profiling ends within a minute of its expiry even if anything scheduled for it was lost.
+    "sweep-profiling": {"task": "interventions.tasks.sweep_profiling", "schedule": 60.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------

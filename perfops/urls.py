@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/metrics/", include("perfops.metrics.urls")),
     path("api/v1/", include("perfops.telemetry.urls")),
     path("api/v1/", include("slos.api_urls")),
+    path("api/v1/", include("interventions.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include("perfops.telemetry.otlp_urls")),

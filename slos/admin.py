@@ -4,14 +4,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.forms import ModelForm
-from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from perfops.access.admin_scoping import DepartmentScopedAdmin
+from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
 from slos import openslo
 from slos.alerts import create_rules
 from slos.confirm import describe
@@ -19,48 +16,11 @@ from slos.forms import AlertRuleForm, PerformanceBudgetForm, SLOForm
 from slos.models import SLO, AlertRule, Delivery, NotificationChannel, PerformanceBudget
 
 
-class ConfirmedSaveAdmin(DepartmentScopedAdmin):
-    """Saving asks first: a valid add or change form shows what it will do on today's data, then saves.
+class ConfirmedSaveAdmin(ConfirmedChangeAdmin):
+    """SLOs, rules and budgets: the confirmation shows their effect on today's data."""
 
-    The confirmation page re-posts the same form data with `_confirmed`; nothing is stored before.
-    """
-
-    confirm_template = "admin/slos/confirm.html"
-
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
-        form = super().get_form(request, obj, change, **kwargs)
-        form.user = request.user  # type: ignore[attr-defined]
-        return form
-
-    def changeform_view(
-        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
-    ) -> HttpResponse:
-        if request.method == "POST" and "_confirmed" not in request.POST:
-            obj = self.get_object(request, unquote(object_id)) if object_id else None
-            if object_id and obj is None:
-                raise Http404
-            allowed = self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
-            if not allowed:
-                raise PermissionDenied
-            form = self.get_form(request, obj, change=obj is not None)(request.POST, request.FILES, instance=obj)
-            if form.is_valid():
-                candidate = form.save(commit=False)
-                preview = describe(candidate, request.user, timezone.now())
-                context = {
-                    **self.admin_site.each_context(request),
-                    "opts": self.opts,
-                    "title": f"Confirm: {preview.title}",
-                    "preview": preview,
-                    "change": obj is not None,
-                    "post_items": [
-                        (key, value)
-                        for key, values in request.POST.lists()
-                        if key != "csrfmiddlewaretoken"
-                        for value in values
-                    ],
-                }
-                return TemplateResponse(request, self.confirm_template, context)
-        return super().changeform_view(request, object_id, form_url, extra_context)
+    def describe(self, request: HttpRequest, candidate: Any) -> Any:
+        return describe(candidate, request.user, timezone.now())
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change and hasattr(obj, "created_by_id"):

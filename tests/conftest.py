@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from perfops.access.authentication import forget_token_memo
 from perfops.access.roles import Role
 from perfops.telemetry.ingest.store import forget_ingest_memos
-from perfops.telemetry.models import Department
+from perfops.telemetry.models import Agent, Department
 from perfops.telemetry.partitions import forget_known_partitions
 from tests import factories
 
@@ -77,3 +77,9 @@ def ingest_api(ingest_token) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {ingest_token}")
     return client
+
+
+@pytest.fixture
+def agent(payments) -> Agent:
+    """pay-bot, an agent of payments."""
+    return factories.agent("pay-bot", payments)

@@ -40,6 +40,15 @@ def token(owner: User, scopes: list[str], **fields: Any) -> str:
     return ApiToken.issue(owner, name=f"{owner.username} {'+'.join(scopes)}", scopes=scopes, **fields)[1]
 
 
+def api_as(owner: User, scopes: list[str]) -> Any:
+    """A DRF test client that sends a new token of `owner` with `scopes`."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token(owner, scopes)}")
+    return client
+
+
 def new_trace_id() -> str:
     return secrets.token_hex(16)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 
 from perfops.access.scoping import department_ids_for
@@ -65,3 +68,50 @@ def scoped_to(user: Any, obj: Model | None, department_id: int | None) -> bool:
         return True
     ids = department_ids_for(user)
     return ids is None or department_id in ids
+
+
+class ConfirmedChangeAdmin(DepartmentScopedAdmin):
+    """Saving asks first: a valid add or change form shows what it will do, then saves on confirmation.
+
+    Subclasses say what to show in `describe` (an object with title, facts, rules, warnings). The
+    confirmation page re-posts the same form data with `_confirmed`; nothing is stored before.
+    """
+
+    confirm_template = "admin/perfops/confirm.html"
+
+    def describe(self, request: HttpRequest, candidate: Any) -> Any:
+        raise NotImplementedError
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.user = request.user  # type: ignore[attr-defined]
+        return form
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if request.method == "POST" and "_confirmed" not in request.POST:
+            obj = self.get_object(request, unquote(object_id)) if object_id else None
+            if object_id and obj is None:
+                raise Http404
+            allowed = self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+            if not allowed:
+                raise PermissionDenied
+            form = self.get_form(request, obj, change=obj is not None)(request.POST, request.FILES, instance=obj)
+            if form.is_valid():
+                preview = self.describe(request, form.save(commit=False))
+                context = {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "title": f"Confirm: {preview.title}",
+                    "preview": preview,
+                    "change": obj is not None,
+                    "post_items": [
+                        (key, value)
+                        for key, values in request.POST.lists()
+                        if key != "csrfmiddlewaretoken"
+                        for value in values
+                    ],
+                }
+                return TemplateResponse(request, self.confirm_template, context)
+        return super().changeform_view(request, object_id, form_url, extra_context)

@@ -5,23 +5,11 @@ from __future__ import annotations
 import pytest
 from auditlog.models import LogEntry
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel, PerformanceBudget
 from tests import factories
 
 pytestmark = pytest.mark.django_db
-
-
-def as_(person, scopes) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {factories.token(person, scopes)}")
-    return client
-
-
-@pytest.fixture
-def agent(payments):
-    return factories.agent("pay-bot", payments)
 
 
 def slo_body(**fields) -> dict:
@@ -30,7 +18,7 @@ def slo_body(**fields) -> dict:
 
 
 def test_a_manager_creates_an_slo_with_a_configure_token_and_it_is_audited(manager, agent):
-    response = as_(manager, ["configure"]).post("/api/v1/slos", slo_body(), format="json")
+    response = factories.api_as(manager, ["configure"]).post("/api/v1/slos", slo_body(), format="json")
     assert response.status_code == 201, response.json()
     body = response.json()
     assert (body["department"], body["objective"]) == ("payments", "95% of requests succeed under 800 ms over 28 days")
@@ -46,7 +34,7 @@ def test_a_manager_creates_an_slo_with_a_configure_token_and_it_is_audited(manag
 )
 def test_writing_needs_the_configure_scope_and_a_managers_role(who, scopes, code, request, agent):
     person = request.getfixturevalue(who)
-    assert as_(person, scopes).post("/api/v1/slos", slo_body(), format="json").status_code == code
+    assert factories.api_as(person, scopes).post("/api/v1/slos", slo_body(), format="json").status_code == code
     assert not SLO.objects.exists()
 
 
@@ -63,14 +51,14 @@ def test_writing_needs_the_configure_scope_and_a_managers_role(who, scopes, code
 )
 def test_a_bad_slo_is_refused_with_the_field_and_reason(manager, agent, research, fields, field):
     factories.agent("lab-bot", research)
-    response = as_(manager, ["configure"]).post("/api/v1/slos", slo_body(**fields), format="json")
+    response = factories.api_as(manager, ["configure"]).post("/api/v1/slos", slo_body(**fields), format="json")
     assert response.status_code == 400
     assert field in response.json()
     assert not SLO.objects.exists()
 
 
 def test_the_preview_says_whether_the_rules_would_fire_and_stores_nothing(manager, agent):
-    response = as_(manager, ["read"]).post("/api/v1/slos/preview", slo_body(), format="json")
+    response = factories.api_as(manager, ["read"]).post("/api/v1/slos/preview", slo_body(), format="json")
     assert response.status_code == 200
     body = response.json()
     labels = [fact["label"] for fact in body["facts"]]
@@ -84,13 +72,13 @@ def test_lists_and_lookups_are_confined_to_the_callers_departments(manager, agen
     slo = SLO.objects.create(
         name="mine", scope="agent", agent=agent, department=agent.department, kind="availability", target=0.99
     )
-    client = as_(outsider, ["read", "configure"])
+    client = factories.api_as(outsider, ["read", "configure"])
     assert client.get("/api/v1/slos").json()["count"] == 0
     assert client.get(f"/api/v1/slos/{slo.pk}").status_code == 404
     assert client.get(f"/api/v1/slos/{slo.pk}/budget").status_code == 404
     assert client.get("/api/v1/alert-rules").json()["count"] == 0
     assert client.delete(f"/api/v1/slos/{slo.pk}").status_code == 404
-    assert as_(manager, ["read"]).get("/api/v1/alert-rules").json()["count"] == 4
+    assert factories.api_as(manager, ["read"]).get("/api/v1/alert-rules").json()["count"] == 4
 
 
 def test_an_engineer_adds_a_standalone_rule_and_cannot_point_it_at_a_foreign_channel(engineer, agent, research):
@@ -106,7 +94,7 @@ def test_an_engineer_adds_a_standalone_rule_and_cannot_point_it_at_a_foreign_cha
         "filters": {"version": "2.0.0"},
         "channels": [foreign.pk],
     }
-    client = as_(engineer, ["configure"])
+    client = factories.api_as(engineer, ["configure"])
     refused = client.post("/api/v1/alert-rules", body, format="json")
     assert refused.status_code == 400
     assert "channels" in refused.json()
@@ -122,7 +110,7 @@ def test_an_engineer_adds_a_standalone_rule_and_cannot_point_it_at_a_foreign_cha
 
 
 def test_a_channels_secret_is_write_only_and_its_url_must_be_allowed(manager):
-    client = as_(manager, ["configure", "read"])
+    client = factories.api_as(manager, ["configure", "read"])
     forbidden = {"name": "hook", "department": "payments", "kind": "webhook", "url": "http://169.254.169.254/latest"}
     response = client.post("/api/v1/notification-channels", forbidden | {"secret": "s3cret"}, format="json")
     assert response.status_code == 400
@@ -137,7 +125,7 @@ def test_a_channels_secret_is_write_only_and_its_url_must_be_allowed(manager):
 
 def test_a_budget_over_the_api_brings_its_rules_and_reports_its_status(manager, payments):
     team = factories.team(payments, "checkout")
-    client = as_(manager, ["configure", "read"])
+    client = factories.api_as(manager, ["configure", "read"])
     body = {"name": "checkout", "scope": "team", "team": "checkout", "threshold_ms": 600}
     created = client.post("/api/v1/budgets", body, format="json")
     assert created.status_code == 201, created.json()
@@ -154,15 +142,15 @@ def test_events_are_listed_and_acknowledged_once_by_automation_tokens(slo, engin
     event = AlertEvent.objects.create(
         rule=rule, kind="firing", episode=1, at=timezone.now(), value=20.0, dedupe_key="k1"
     )
-    assert as_(viewer, ["read"]).get("/api/v1/alert-events").json()["count"] == 1
-    assert as_(viewer, ["read"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge").status_code == 403
-    assert as_(engineer, ["read"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge").status_code == 403
-    done = as_(engineer, ["read", "automation"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge")
+    assert factories.api_as(viewer, ["read"]).get("/api/v1/alert-events").json()["count"] == 1
+    assert factories.api_as(viewer, ["read"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge").status_code == 403
+    assert factories.api_as(engineer, ["read"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge").status_code == 403
+    done = factories.api_as(engineer, ["read", "automation"]).post(f"/api/v1/alert-events/{event.pk}/acknowledge")
     assert done.json()["acknowledged_by"] == "erin"
 
 
 def test_openslo_round_trips_through_the_api_with_a_dry_run_first(manager, agent):
-    client = as_(manager, ["configure", "read"])
+    client = factories.api_as(manager, ["configure", "read"])
     assert client.post("/api/v1/slos", slo_body(), format="json").status_code == 201
     exported = client.get("/api/v1/slos/openslo")
     assert exported["Content-Type"].startswith("application/yaml")

@@ -120,6 +120,7 @@ def store_records(
             with transaction.atomic():
                 agents, refused = _resolve_agents(records, user)
                 rows = [record for record in records if record.agent in agents]
+                _mark_profiled(rows, agents)
                 for record in records:
                     if record.agent in refused:
                         result.rejected.append({"index": record.index, "errors": {"agent": [refused[record.agent]]}})
@@ -143,6 +144,16 @@ def store_records(
     result.accepted = accepted
     result.duplicates = len(rows) - accepted
     return result
+
+
+def _mark_profiled(rows: Sequence[TraceRecord], agents: dict[str, AgentRef]) -> None:
+    """Traces of an agent being profiled in their environment are marked (interventions.profiling)."""
+    from interventions.profiling import active_windows, profiled
+
+    if not active_windows():
+        return
+    for record in rows:
+        record.profiled = profiled(agents[record.agent].id, record.environment, record.started_at)
 
 
 def _may_write(user: AbstractBaseUser | AnonymousUser, department_id: int, unassigned_id: int) -> bool:

@@ -1,0 +1,129 @@
+"""Interventions in the admin: apply a configuration version, revert to one, start and stop profiling.
+
+Each goes through a confirmation page; configuration versions are append-only (no edit, no delete).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from interventions import configs, profiling
+from interventions.confirm import describe, describe_config
+from interventions.forms import AgentConfigForm, ProfilingForm
+from interventions.models import AgentConfig, ProfilingSession
+from perfops.access.admin_scoping import ConfirmedChangeAdmin
+
+
+class InterventionAdmin(ConfirmedChangeAdmin):
+    department_path = "agent__department_id"
+    autocomplete_fields = ["agent"]
+
+    def describe(self, request: HttpRequest, candidate: Any) -> Any:
+        return describe(candidate, request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the history is the record
+
+
+@admin.register(AgentConfig)
+class AgentConfigAdmin(InterventionAdmin):
+    form = AgentConfigForm
+    list_display = ["agent", "environment", "version", "model", "timeout_ms", "concurrency", "source", "created_by"]
+    list_display += ["created_at"]
+    list_filter = ["environment", "source", "response_cache", "prompt_cache"]
+    search_fields = ["agent__slug", "model", "note"]
+    list_select_related = ["agent", "created_by"]
+    readonly_fields = ["version", "source", "restores", "created_by", "created_at"]
+    actions = ["revert_to"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: AgentConfig, form: Any, change: bool) -> None:
+        settings = {name: getattr(obj, name) for name in AgentConfig.SETTINGS}
+        made = configs.apply(obj.agent, obj.environment, settings, request.user, note=obj.note)
+        obj.pk, obj.version, obj.source, obj.created_at = made.pk, made.version, made.source, made.created_at
+        obj._state.adding = False
+
+    @admin.action(description="Revert to the selected version (as a new version)")
+    def revert_to(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one version to revert to.", messages.ERROR)
+            return None
+        target = queryset.select_related("agent").get()
+        if not self.has_add_permission(request):
+            self.message_user(request, "Your role may not change configurations.", messages.ERROR)
+            return None
+        if request.POST.get("_confirmed"):
+            try:
+                made = configs.revert(target, request.user)
+            except configs.NoChange:
+                self.message_user(request, f"v{target.version} is already the current configuration.", messages.INFO)
+                return None
+            self.message_user(request, f"{made} now restores v{target.version}.", messages.SUCCESS)
+            return None
+        candidate = AgentConfig(agent=target.agent, environment=target.environment, **target.settings_dict())
+        candidate.note = f"revert to v{target.version}"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Confirm: revert {target.agent.slug} to v{target.version}",
+            "preview": describe_config(candidate, request.user),
+            "action": "revert_to",
+            "selected": [target.pk],
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+
+
+@admin.register(ProfilingSession)
+class ProfilingSessionAdmin(InterventionAdmin):
+    form = ProfilingForm
+    list_display = ["agent", "environment", "status", "started_at", "expires_at", "ended_at", "end_reason"]
+    list_display += ["started_by", "report_status"]
+    list_filter = ["status", "environment", "end_reason", "report_status"]
+    search_fields = ["agent__slug", "reason"]
+    list_select_related = ["agent", "started_by", "ended_by"]
+    readonly_fields = ["status", "started_by", "started_at", "expires_at", "ended_at", "ended_by", "end_reason"]
+    readonly_fields += ["report_status"]
+    actions = ["stop_now"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: ProfilingSession, form: Any, change: bool) -> None:
+        made = profiling.start(obj.agent, obj.environment, obj.duration_s, request.user, obj.reason)
+        obj.pk, obj.started_at, obj.expires_at = made.pk, made.started_at, made.expires_at
+        obj._state.adding = False
+
+    @admin.action(description="Stop the selected sessions now (their reports follow)")
+    def stop_now(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if not self.has_add_permission(request):
+            self.message_user(request, "Your role may not stop profiling.", messages.ERROR)
+            return None
+        active = list(queryset.filter(status=ProfilingSession.Status.ACTIVE).select_related("agent"))
+        if request.POST.get("_confirmed"):
+            stopped = sum(profiling.end(session, user=request.user) for session in active)
+            self.message_user(request, f"Stopped {stopped} profiling session(s).", messages.SUCCESS)
+            return None
+        from slos.confirm import Preview
+
+        preview = Preview(f"Stop {len(active)} profiling session(s)")
+        preview.facts = [
+            (str(session.agent.slug), f"{session.environment}, until {session.expires_at:%H:%M} UTC")
+            for session in active
+        ]
+        if not active:
+            preview.warnings.append("None of the selected sessions is active.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Confirm: stop profiling",
+            "preview": preview,
+            "action": "stop_now",
+            "selected": [session.pk for session in active],
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)

@@ -1,0 +1,277 @@
+"""REST endpoints of the interventions: what agents poll, configuration changes, profiling.
+
+Agents poll `GET /api/v1/agents/<slug>/config` with their ingest (or a read) token and get a 304
+while nothing changed. Changes need the `automation` scope, held by an engineer or a manager; a
+`dry_run` answers what would change without changing it (the API's confirmation step).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from auditlog.context import set_actor
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from interventions import configs, profiling
+from interventions.confirm import describe_config, describe_profiling
+from interventions.models import AgentConfig, ProfilingSession
+from perfops.access.authentication import AutomationScope, ReadScope, request_has_scope
+from perfops.access.models import Scope
+from perfops.dashboard.traces import csv_safe
+from perfops.telemetry.choices import Environment
+from perfops.telemetry.models import Agent
+
+ENVIRONMENT = OpenApiParameter(
+    "environment", OpenApiTypes.STR, enum=Environment.values, description="Default production."
+)
+
+
+class PollScope(permissions.BasePermission):
+    """The config endpoint answers the agent's own ingest token, or any read token."""
+
+    message = "Polling the configuration needs the 'ingest' or 'read' scope."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return request_has_scope(request, Scope.INGEST) or request_has_scope(request, Scope.READ)
+
+
+def _agent(request: Request, slug: str) -> Agent:
+    return get_object_or_404(Agent.objects.visible_to(request.user), slug=slug)
+
+
+def _environment(request: Request) -> str:
+    value = request.query_params.get("environment") or Environment.PRODUCTION
+    if value not in Environment.values:
+        raise serializers.ValidationError({"environment": [f"Must be one of {', '.join(Environment.values)}."]})
+    return str(value)
+
+
+class AgentConfigSerializer(serializers.ModelSerializer[AgentConfig]):
+    agent: Any = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    created_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    restores: Any = serializers.SlugRelatedField(slug_field="version", read_only=True)
+
+    class Meta:
+        model = AgentConfig
+        fields = ["agent", "environment", "version", *AgentConfig.SETTINGS, "source", "restores", "note"]
+        fields += ["created_by", "created_at"]
+        read_only_fields = fields
+
+
+class ConfigChangeSerializer(serializers.ModelSerializer[AgentConfig]):
+    """The settings to change (any subset), why, and whether only to preview."""
+
+    dry_run = serializers.BooleanField(default=False, write_only=True)
+
+    class Meta:
+        model = AgentConfig
+        fields = ["environment", *AgentConfig.SETTINGS, "note", "dry_run"]
+        extra_kwargs = {name: {"required": False} for name in [*AgentConfig.SETTINGS, "environment"]}
+
+
+class AgentConfigView(APIView):
+    """GET: what the agent should run now (ETag / 304). POST: apply a change as a new version."""
+
+    def get_permissions(self) -> list[Any]:
+        return [AutomationScope()] if self.request.method == "POST" else [PollScope()]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="The agent's current configuration and profiling state (poll with If-None-Match)",
+        parameters=[ENVIRONMENT],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 304: OpenApiResponse(description="Unchanged.")},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        agent = _agent(request, slug)
+        body = configs.payload(agent, _environment(request), timezone.now())
+        tag = configs.etag(body)
+        if tag in {value.strip() for value in request.headers.get("If-None-Match", "").split(",")}:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+        return Response(body, headers={"ETag": tag, "Cache-Control": "no-cache"})
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Apply a configuration change (a new version); dry_run previews it",
+        request=ConfigChangeSerializer,
+        responses={
+            201: AgentConfigSerializer,
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="dry_run: what would change."),
+            409: OpenApiResponse(description="Nothing would change."),
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        agent = _agent(request, slug)
+        incoming = ConfigChangeSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = dict(incoming.validated_data)
+        environment = data.pop("environment", Environment.PRODUCTION)
+        dry_run, note = data.pop("dry_run", False), data.pop("note", "")
+        if dry_run:
+            base = configs.current(agent, environment)
+            values = (base.settings_dict() if base else AgentConfig().settings_dict()) | data
+            candidate = AgentConfig(agent=agent, environment=environment, note=note, **values)
+            return Response({"dry_run": True, **describe_config(candidate, request.user).as_dict()})
+        try:
+            with set_actor(request.user):
+                made = configs.apply(agent, environment, data, request.user, source=AgentConfig.Source.API, note=note)
+        except configs.NoChange as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(AgentConfigSerializer(made).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["interventions"], parameters=[ENVIRONMENT])
+class AgentConfigHistoryView(generics.ListAPIView[AgentConfig]):
+    """Every configuration version of the agent in an environment, newest first."""
+
+    permission_classes = [ReadScope]
+    serializer_class = AgentConfigSerializer
+    queryset = AgentConfig.objects.none()
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return self.queryset
+        agent = _agent(self.request, self.kwargs["slug"])
+        return AgentConfig.objects.filter(agent=agent, environment=_environment(self.request)).select_related(
+            "agent", "created_by", "restores"
+        )
+
+
+class AgentConfigRevertView(APIView):
+    permission_classes = [AutomationScope]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Make an earlier version current again (as a new version with exactly its settings)",
+        parameters=[ENVIRONMENT],
+        request=None,
+        responses={201: AgentConfigSerializer, 409: OpenApiResponse(description="It is already current.")},
+    )
+    def post(self, request: Request, slug: str, version: int) -> Response:
+        agent = _agent(request, slug)
+        target = get_object_or_404(AgentConfig, agent=agent, environment=_environment(request), version=version)
+        try:
+            with set_actor(request.user):
+                made = configs.revert(target, request.user)
+        except configs.NoChange:
+            return Response({"detail": f"v{version} is already current."}, status=status.HTTP_409_CONFLICT)
+        return Response(AgentConfigSerializer(made).data, status=status.HTTP_201_CREATED)
+
+
+class ProfilingSessionSerializer(serializers.ModelSerializer[ProfilingSession]):
+    agent: Any = serializers.SlugRelatedField(slug_field="slug", queryset=Agent.objects.none())
+    started_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    ended_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    dry_run = serializers.BooleanField(default=False, write_only=True)
+
+    class Meta:
+        model = ProfilingSession
+        fields = ["id", "agent", "environment", "duration_s", "reason", "status", "started_by", "started_at"]
+        fields += ["expires_at", "ended_at", "ended_by", "end_reason", "report_status", "dry_run"]
+        read_only_fields = ["status", "started_at", "expires_at", "ended_at", "end_reason", "report_status"]
+        # One active session per agent and environment is checked when it starts (409, not 400).
+        validators: list[Any] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["agent"].queryset = Agent.objects.visible_to(request.user)  # type: ignore[attr-defined]
+
+
+@extend_schema(tags=["interventions"])
+class ProfilingListView(generics.ListCreateAPIView[ProfilingSession]):
+    """Profiling sessions of the caller's agents; POST starts one (automation scope)."""
+
+    serializer_class = ProfilingSessionSerializer
+    filterset_fields = ["status", "environment"]
+
+    def get_permissions(self) -> list[Any]:
+        return [AutomationScope()] if self.request.method == "POST" else [ReadScope()]
+
+    def get_queryset(self) -> Any:
+        return ProfilingSession.objects.visible_to(self.request.user).select_related("agent", "started_by", "ended_by")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if data.get("dry_run"):
+            candidate = ProfilingSession(
+                agent=data["agent"], environment=data["environment"], duration_s=data["duration_s"]
+            )
+            return Response({"dry_run": True, **describe_profiling(candidate, request.user).as_dict()})
+        try:
+            with set_actor(request.user):
+                session = profiling.start(
+                    data["agent"], data["environment"], data["duration_s"], request.user, data.get("reason", "")
+                )
+        except profiling.AlreadyActive as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(session).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["interventions"])
+class ProfilingDetailView(generics.RetrieveAPIView[ProfilingSession]):
+    permission_classes = [ReadScope]
+    serializer_class = ProfilingSessionSerializer
+
+    def get_queryset(self) -> Any:
+        return ProfilingSession.objects.visible_to(self.request.user).select_related("agent", "started_by", "ended_by")
+
+
+class ProfilingStopView(APIView):
+    permission_classes = [AutomationScope]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Stop a session early (its report follows); stopping an ended one changes nothing",
+        request=None,
+        responses={200: ProfilingSessionSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        session = get_object_or_404(ProfilingSession.objects.visible_to(request.user), pk=pk)
+        with set_actor(request.user):
+            profiling.end(session, user=request.user)
+        session.refresh_from_db()
+        return Response(ProfilingSessionSerializer(session, context={"request": request}).data)
+
+
+class ProfilingReportView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="The bottleneck report of an ended session (JSON; report.csv for its table as CSV)",
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(description="Not ready yet.")},
+    )
+    def get(self, request: Request, pk: int, as_csv: bool = False) -> Response | HttpResponse:
+        session = get_object_or_404(ProfilingSession.objects.visible_to(request.user), pk=pk)
+        if session.report is None:
+            raise Http404("The report is written when the session ends.")
+        if as_csv:
+            return report_csv_response(session)
+        return Response(session.report)
+
+
+def report_csv_response(session: ProfilingSession) -> HttpResponse:
+    """The report's table as CSV; every cell that could start a formula is made text."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for row in profiling.report_csv_rows(session.report or {}):
+        writer.writerow([csv_safe(cell) for cell in row])
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    name = f"perfops-profile-{session.agent.slug}-{session.started_at:%Y%m%dT%H%MZ}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -1,0 +1,75 @@
+"""Forms of the interventions, shared by the admin and the pages; choices limited to the person's agents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from interventions import configs
+from interventions.models import AgentConfig, ProfilingSession
+from perfops.telemetry.models import Agent
+
+
+class AgentChoiceForm(forms.ModelForm):
+    """The agent field offers only the person's agents."""
+
+    user: Any = None
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if user is not None:
+            self.user = user
+        if self.user is not None and "agent" in self.fields:
+            self.fields["agent"].queryset = Agent.objects.visible_to(self.user)  # type: ignore[attr-defined]
+
+
+class AgentConfigForm(AgentChoiceForm):
+    """A new version: the settings as they should be (prefilled with the current ones)."""
+
+    class Meta:
+        model = AgentConfig
+        fields = ["agent", "environment", *AgentConfig.SETTINGS, "note"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        agent, environment = data.get("agent"), data.get("environment")
+        if agent is not None and environment:
+            base = configs.current(agent, environment)
+            wanted = {name: data.get(name) for name in AgentConfig.SETTINGS}
+            if base is not None and base.settings_dict() == wanted:
+                raise ValidationError("These are the current settings: change at least one.")
+        return data
+
+    def _post_clean(self) -> None:
+        # The version is assigned when the change is applied (under a lock), not by the form.
+        self.instance.version = 0
+        super()._post_clean()  # type: ignore[misc]
+
+
+class ProfilingForm(AgentChoiceForm):
+    class Meta:
+        model = ProfilingSession
+        fields = ["agent", "environment", "duration_s", "reason"]
+        labels = {"duration_s": "Duration (seconds, at most 3600)"}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        agent, environment = data.get("agent"), data.get("environment")
+        if (
+            agent is not None
+            and environment
+            and ProfilingSession.objects.active().filter(agent=agent, environment=environment).exists()
+        ):
+            raise ValidationError(f"{agent.slug} is already being profiled in {environment}.")
+        return data
+
+    def _post_clean(self) -> None:
+        from django.utils import timezone
+
+        # Start and expiry are set when it starts; give the model what it needs to validate.
+        now = timezone.now()
+        self.instance.started_at = now
+        self.instance.expires_at = now
+        super()._post_clean()  # type: ignore[misc]

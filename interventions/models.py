@@ -1,0 +1,194 @@
+"""Interventions: what people do to an agent, each a row with a status, confirmed and audited.
+
+- AgentConfig: an agent's configuration per environment, versioned and append-only (A4.5, A4.7);
+  applying a change or reverting to an earlier version adds a version, so every state it was ever in
+  stays readable and "the current one" is the newest version.
+- ProfilingSession: an hour (at most) of full-detail traces for one agent and environment (A4.2),
+  ended by a sweeper at `expires_at` and summarised in a bottleneck report.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from perfops.access.scoping import department_ids_for
+from perfops.telemetry.choices import Environment
+from perfops.telemetry.models import Agent
+
+
+class AgentScopedQuerySet(models.QuerySet[Any]):
+    def visible_to(self, user: Any) -> Any:
+        """Rows of agents of the user's departments (all for a superuser)."""
+        ids = department_ids_for(user)
+        return self if ids is None else self.filter(agent__department_id__in=ids)
+
+
+class AgentConfig(models.Model):
+    """One version of an agent's configuration in one environment: model parameters and caching policy."""
+
+    class Source(models.TextChoices):
+        INITIAL = "initial", "Initial"
+        MANUAL = "manual", "Changed by a person"
+        RECOMMENDATION = "recommendation", "Applied recommendation"
+        REVERT = "revert", "Reverted to an earlier version"
+        API = "api", "Changed through the API"
+
+    class Invalidation(models.TextChoices):
+        TTL = "ttl", "When the TTL runs out"
+        DEPLOY = "deploy", "On every new agent version"
+        MANUAL = "manual", "Only when flushed by hand"
+
+    # The fields that make up a configuration (compared by diffs, copied by reverts, served to agents).
+    SETTINGS = (
+        "model",
+        "temperature",
+        "max_tokens",
+        "timeout_ms",
+        "batch_size",
+        "concurrency",
+        "response_cache",
+        "prompt_cache",
+        "embedding_cache",
+        "cache_ttl_s",
+        "cache_invalidation",
+    )
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="configs")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    version = models.PositiveIntegerField(editable=False)
+    model = models.CharField(max_length=128, blank=True, help_text="e.g. gpt-4o-mini; empty: the agent's default.")
+    temperature = models.FloatField(default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    max_tokens = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(1), MaxValueValidator(200_000)]
+    )
+    timeout_ms = models.PositiveIntegerField(
+        default=30_000, validators=[MinValueValidator(100), MaxValueValidator(600_000)]
+    )
+    batch_size = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)])
+    concurrency = models.PositiveIntegerField(default=8, validators=[MinValueValidator(1), MaxValueValidator(4096)])
+    response_cache = models.BooleanField(default=False)
+    prompt_cache = models.BooleanField(default=False)
+    embedding_cache = models.BooleanField(default=False)
+    cache_ttl_s = models.PositiveIntegerField(
+        default=3600, validators=[MinValueValidator(1), MaxValueValidator(30 * 86400)], help_text="Cache entry TTL."
+    )
+    cache_invalidation = models.CharField(max_length=8, choices=Invalidation.choices, default=Invalidation.TTL)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.MANUAL, editable=False)
+    restores = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        help_text="The earlier version a revert copied.",
+    )
+    note = models.CharField(max_length=300, blank=True, help_text="Why: shown in the history and on the charts.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AgentScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["agent", "environment", "-version"]
+        verbose_name = "agent configuration"
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "environment", "version"], name="agentconfig_version_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} {self.environment} v{self.version}"
+
+    def settings_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.SETTINGS}
+
+    def diff(self, other: AgentConfig | None) -> list[tuple[str, Any, Any]]:
+        """(setting, before, after) for each setting that differs from `other` (the earlier version)."""
+        before = other.settings_dict() if other is not None else {}
+        return [
+            (name, before.get(name), value) for name, value in self.settings_dict().items() if before.get(name) != value
+        ]
+
+
+class ProfilingSessionQuerySet(AgentScopedQuerySet):
+    def active(self, now: datetime | None = None) -> ProfilingSessionQuerySet:
+        found = self.filter(status=ProfilingSession.Status.ACTIVE)
+        return found.filter(expires_at__gt=now) if now is not None else found
+
+
+class ProfilingSession(models.Model):
+    """Full-detail traces for one agent and environment for up to an hour, then a bottleneck report.
+
+    While active, the agent's config endpoint asks for 100% sampling and phase and dependency timing,
+    and ingest marks the agent's traces in that environment as profiled. It ends by itself at
+    `expires_at` (a beat sweeper checks every minute; ending is idempotent) or earlier when stopped.
+    """
+
+    MAX_DURATION = timedelta(hours=1)
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        ENDED = "ended", "Ended"
+
+    class EndReason(models.TextChoices):
+        EXPIRED = "expired", "Ran its duration"
+        STOPPED = "stopped", "Stopped early"
+
+    class ReportStatus(models.TextChoices):
+        NONE = "", "Not yet"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="profiling_sessions")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    duration_s = models.PositiveIntegerField(validators=[MinValueValidator(60), MaxValueValidator(3600)])
+    reason = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE, editable=False)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    started_at = models.DateTimeField(editable=False)
+    expires_at = models.DateTimeField(editable=False)
+    ended_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Null with an end: the system ended it (the sweeper).
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    end_reason = models.CharField(max_length=8, choices=EndReason.choices, blank=True, editable=False)
+    report = models.JSONField(null=True, blank=True, editable=False)
+    report_status = models.CharField(
+        max_length=8, choices=ReportStatus.choices, default=ReportStatus.NONE, blank=True, editable=False
+    )
+
+    objects = ProfilingSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "environment"],
+                condition=models.Q(status="active"),
+                name="profiling_one_active_per_agent_environment",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "expires_at"], name="profiling_status_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"profiling {self.agent.slug} {self.environment} from {self.started_at:%Y-%m-%d %H:%M} UTC"
+
+    def clean(self) -> None:
+        if self.duration_s and timedelta(seconds=self.duration_s) > self.MAX_DURATION:
+            raise ValidationError({"duration_s": "Profiling runs for at most one hour."})
+
+    @property
+    def window_end(self) -> datetime:
+        """Where its traces end: when it ended, or will."""
+        return self.ended_at or self.expires_at
