@@ -16,6 +16,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:performance", permanent=False)),
     path("dashboard/performance/", include("perfops.dashboard.urls")),
     path("", include("slos.urls")),
+    path("interventions/", include("interventions.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/metrics/", include("perfops.metrics.urls")),
     path("api/v1/", include("perfops.telemetry.urls")),

@@ -117,6 +117,8 @@ def edit(request: HttpRequest, kind: str, pk: int | None = None) -> HttpResponse
                 (key, value) for key, values in request.POST.lists() if key != "csrfmiddlewaretoken" for value in values
             ],
             "page_title": f"Confirm: {preview.title}",
+            "cancel_url": reverse(spec.list_url),
+            "confirm_label": "Yes, save the changes" if instance is not None else "Yes, create it",
         }
         return render(request, "slos/confirm.html", context)
     with transaction.atomic():

@@ -182,6 +182,10 @@ def _actions(request: HttpRequest, filters: MetricFilters) -> list[tuple[str, st
         found.append(("Set SLO", reverse("slos:slo-new") + "?" + urlencode(scope)))
     if user.has_perm("slos.add_alertrule"):
         found.append(("Create alert", new_alert_link(filters, "latency")))
+    if filters.agent:
+        environment = {"environment": filters.environment if filters.environment != ALL else "production"}
+        label = "Configuration and profiling"
+        found.append((label, reverse("interventions:agent", args=[filters.agent]) + "?" + urlencode(environment)))
     budget_scope = {k: v for k, v in scope.items() if k != "agent"}
     if not filters.agent and (filters.team or filters.department):
         if user.has_perm("slos.add_performancebudget"):

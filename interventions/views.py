@@ -1,0 +1,233 @@
+"""Pages of an agent's interventions: its configuration (change, history, revert) and its profiling.
+
+Each action is a form, then a confirmation page saying what will happen, then the action; the
+audit log records it (the middleware names the person).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from interventions import configs, profiling
+from interventions.confirm import describe_config, describe_profiling
+from interventions.forms import AgentConfigForm, ProfilingForm
+from interventions.models import AgentConfig, ProfilingSession
+from perfops.telemetry.choices import Environment
+from perfops.telemetry.models import Agent
+
+HISTORY = 30
+DURATIONS = (15, 30, 60)  # minutes offered on the page
+
+
+def _agent(request: HttpRequest, slug: str) -> Agent:
+    return get_object_or_404(Agent.objects.visible_to(request.user).select_related("department", "team"), slug=slug)
+
+
+def _environment(request: HttpRequest) -> str:
+    value = request.GET.get("environment") or request.POST.get("environment") or Environment.PRODUCTION
+    return value if value in Environment.values else Environment.PRODUCTION
+
+
+def _home(agent: Agent, environment: str) -> str:
+    return reverse("interventions:agent", args=[agent.slug]) + f"?environment={environment}"
+
+
+def _post_items(request: HttpRequest) -> list[tuple[str, str]]:
+    return [(k, v) for k, values in request.POST.lists() if k != "csrfmiddlewaretoken" for v in values]
+
+
+def _confirm(request: HttpRequest, preview: Any, cancel_url: str, label: str) -> HttpResponse:
+    context = {
+        "preview": preview,
+        "post_items": _post_items(request),
+        "page_title": f"Confirm: {preview.title}",
+        "cancel_url": cancel_url,
+        "confirm_label": label,
+    }
+    return render(request, "slos/confirm.html", context)
+
+
+@require_GET
+@login_required
+def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """/interventions/agents/<slug>/: configuration now and before, profiling now and before."""
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    history = list(
+        AgentConfig.objects.filter(agent=agent, environment=environment)
+        .select_related("created_by", "restores")
+        .order_by("-version")[: HISTORY + 1]
+    )
+    rows = [
+        {"config": config, "changes": config.diff(history[i + 1] if i + 1 < len(history) else AgentConfig())}
+        for i, config in enumerate(history[:HISTORY])
+    ]
+    current = history[0] if history else None
+    sessions = ProfilingSession.objects.filter(agent=agent, environment=environment).select_related(
+        "started_by", "ended_by"
+    )[:20]
+    now = timezone.now()
+    context = {
+        "agent": agent,
+        "environment": environment,
+        "environments": Environment.choices,
+        "current": current,
+        "settings": (current or AgentConfig()).settings_dict(),
+        "rows": rows,
+        "sessions": sessions,
+        "active": next(
+            (s for s in sessions if s.status == ProfilingSession.Status.ACTIVE and s.expires_at > now), None
+        ),
+        "durations": DURATIONS,
+        "may_change": request.user.has_perm("interventions.add_agentconfig"),
+        "may_profile": request.user.has_perm("interventions.add_profilingsession"),
+        "page_title": f"{agent.name}: configuration and profiling",
+        "now": now,
+    }
+    return render(request, "interventions/agent.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def change_config(request: HttpRequest, slug: str) -> HttpResponse:
+    """Change settings: the form (prefilled with the current ones), the diff to confirm, a new version."""
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    if not request.user.has_perm("interventions.add_agentconfig"):
+        raise PermissionDenied("Viewers cannot change configurations.")
+    if request.method == "GET":
+        current = configs.current(agent, environment)
+        initial = {"agent": agent.pk, "environment": environment, **(current or AgentConfig()).settings_dict()}
+        form = AgentConfigForm(initial=initial, user=request.user)
+        return _render_form(request, agent, environment, form)
+    form = AgentConfigForm(request.POST, user=request.user)
+    if not form.is_valid():
+        return _render_form(request, agent, environment, form, status=400)
+    candidate = form.save(commit=False)
+    if candidate.agent_id != agent.pk:
+        raise PermissionDenied("The form is for another agent.")
+    if "_confirmed" not in request.POST:
+        return _confirm(request, describe_config(candidate), _home(agent, environment), "Yes, apply it")
+    settings = {name: getattr(candidate, name) for name in AgentConfig.SETTINGS}
+    try:
+        made = configs.apply(agent, candidate.environment, settings, request.user, note=candidate.note)
+    except configs.NoChange:
+        messages.info(request, "Nothing changed: these are the current settings.")
+        return redirect(_home(agent, candidate.environment))
+    messages.success(request, f"Configuration v{made.version} of {agent.slug} ({made.environment}) applied.")
+    return redirect(_home(agent, made.environment))
+
+
+def _render_form(
+    request: HttpRequest, agent: Agent, environment: str, form: AgentConfigForm, status: int = 200
+) -> HttpResponse:
+    context = {
+        "agent": agent,
+        "environment": environment,
+        "form": form,
+        "page_title": f"Change the configuration of {agent.slug}",
+        "cancel_url": _home(agent, environment),
+    }
+    return render(request, "interventions/form.html", context, status=status)
+
+
+@require_POST
+@login_required
+def revert_config(request: HttpRequest, slug: str, version: int) -> HttpResponse:
+    """Make an earlier version current again, after a confirmation showing what changes back."""
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    if not request.user.has_perm("interventions.add_agentconfig"):
+        raise PermissionDenied("Viewers cannot change configurations.")
+    target = get_object_or_404(AgentConfig, agent=agent, environment=environment, version=version)
+    if "_confirmed" not in request.POST:
+        candidate = AgentConfig(agent=agent, environment=environment, **target.settings_dict())
+        candidate.note = f"revert to v{version}"
+        return _confirm(request, describe_config(candidate), _home(agent, environment), f"Yes, revert to v{version}")
+    try:
+        made = configs.revert(target, request.user)
+    except configs.NoChange:
+        messages.info(request, f"v{version} is already the current configuration.")
+        return redirect(_home(agent, environment))
+    messages.success(request, f"Reverted: v{made.version} restores v{version}.")
+    return redirect(_home(agent, environment))
+
+
+@require_POST
+@login_required
+def start_profiling(request: HttpRequest, slug: str) -> HttpResponse:
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    if not request.user.has_perm("interventions.add_profilingsession"):
+        raise PermissionDenied("Viewers cannot start profiling.")
+    data = request.POST.copy()
+    data["agent"] = str(agent.pk)
+    try:
+        data["duration_s"] = str(int(request.POST.get("minutes", "")) * 60)
+    except ValueError:
+        data["duration_s"] = request.POST.get("duration_s", "")
+    form = ProfilingForm(data, user=request.user)
+    if not form.is_valid():
+        for error in form.errors.values():
+            messages.error(request, " ".join(str(message) for message in error))
+        return redirect(_home(agent, environment))
+    candidate = form.save(commit=False)
+    if "_confirmed" not in request.POST:
+        return _confirm(request, describe_profiling(candidate), _home(agent, environment), "Yes, start profiling")
+    try:
+        session = profiling.start(agent, candidate.environment, candidate.duration_s, request.user, candidate.reason)
+    except profiling.AlreadyActive as exc:
+        messages.error(request, str(exc))
+        return redirect(_home(agent, environment))
+    messages.success(request, f"Profiling {agent.slug} until {session.expires_at:%H:%M} UTC.")
+    return redirect(_home(agent, candidate.environment))
+
+
+@require_POST
+@login_required
+def stop_profiling(request: HttpRequest, pk: int) -> HttpResponse:
+    session = get_object_or_404(ProfilingSession.objects.visible_to(request.user).select_related("agent"), pk=pk)
+    if not request.user.has_perm("interventions.change_profilingsession"):
+        raise PermissionDenied("Viewers cannot stop profiling.")
+    home = _home(session.agent, session.environment)
+    if "_confirmed" not in request.POST:
+        from slos.confirm import Preview
+
+        preview = Preview(f"Stop profiling {session.agent.slug} now")
+        preview.facts = [
+            ("Agent", f"{session.agent.slug} ({session.environment})"),
+            ("Planned end", f"{session.expires_at:%Y-%m-%d %H:%M} UTC"),
+            ("After", "the bottleneck report is written from what arrived so far"),
+        ]
+        return _confirm(request, preview, home, "Yes, stop it")
+    if profiling.end(session, user=request.user):
+        messages.success(request, "Profiling stopped; its report is ready.")
+    else:
+        messages.info(request, "That session had already ended.")
+    return redirect(reverse("interventions:profiling", args=[session.pk]))
+
+
+@require_GET
+@login_required
+def profiling_report(request: HttpRequest, pk: int) -> HttpResponse:
+    session = get_object_or_404(
+        ProfilingSession.objects.visible_to(request.user).select_related("agent", "started_by", "ended_by"), pk=pk
+    )
+    context = {
+        "session": session,
+        "report": session.report,
+        "home": _home(session.agent, session.environment),
+        "may_stop": request.user.has_perm("interventions.change_profilingsession"),
+        "now": timezone.now(),
+        "page_title": f"Profiling {session.agent.slug} ({session.environment})",
+    }
+    return render(request, "interventions/profiling.html", context)
