@@ -80,6 +80,8 @@ def selected_label(page: Page, selector: str) -> str:
 def set_slo_from_the_agent_page(page: Page, name: str) -> None:
     """From the agent page to the confirmation of a latency SLO (P95 under 1500 ms over 30 days)."""
     page.goto(f"/dashboard/performance/agents/{AGENT}")
+    # A person looks at the agent's charts first; leaving while they load would abort their requests.
+    page.wait_for_load_state("networkidle")
     page.click("nav.page-actions a:text-is('Set SLO')")
     page.wait_for_url("**/slos/new?*")
     assert page.inner_text("h1") == "New SLO"
