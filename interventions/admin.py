@@ -11,11 +11,11 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from interventions import configs, profiling
+from interventions import configs, profiling, regressions
 from interventions.confirm import describe, describe_config
 from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, ProfilingSession
-from perfops.access.admin_scoping import ConfirmedChangeAdmin
+from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
+from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
 
 
 class InterventionAdmin(ConfirmedChangeAdmin):
@@ -127,3 +127,85 @@ class ProfilingSessionAdmin(InterventionAdmin):
             "selected": [session.pk for session in active],
         }
         return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+
+
+@admin.register(RegressionFlag)
+class RegressionFlagAdmin(DepartmentScopedAdmin):
+    """Flags with their evidence; confirm (opens an incident, notifies) or dismiss with a reason, confirmed first."""
+
+    department_path = "agent__department_id"
+    list_display = ["agent", "environment", "version", "baseline_version", "status", "source", "summary", "flagged_at"]
+    list_filter = ["status", "source", "environment"]
+    search_fields = ["agent__slug", "version", "summary"]
+    list_select_related = ["agent"]
+    readonly_fields = [
+        "agent",
+        "environment",
+        "version",
+        "baseline_version",
+        "status",
+        "source",
+        "summary",
+        "evidence",
+        "flagged_by",
+        "flagged_at",
+        "decided_by",
+        "decided_at",
+        "dismiss_reason",
+    ]
+    actions = ["confirm_flags"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # flagged from the version chart, the agent's page or the API, with evidence computed
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Confirm the selected regressions (opens incidents, notifies the channels)")
+    def confirm_flags(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if not request.user.has_perm("interventions.change_regressionflag"):
+            self.message_user(request, "Your role may not decide regressions.", messages.ERROR)
+            return None
+        pending = list(queryset.filter(status=RegressionFlag.Status.SUSPECTED).select_related("agent"))
+        if request.POST.get("_confirmed"):
+            opened = 0
+            for flagged in pending:
+                try:
+                    regressions.confirm(flagged, request.user)
+                    opened += 1
+                except regressions.NotPending:
+                    continue
+            self.message_user(request, f"Confirmed {opened} regression(s); incidents opened.", messages.SUCCESS)
+            return None
+        from slos.confirm import Preview
+
+        preview = Preview(f"Confirm {len(pending)} regression(s)")
+        preview.facts = [(f"{f.agent.slug} {f.version} ({f.environment})", f.summary) for f in pending]
+        if not pending:
+            preview.warnings.append("None of the selected flags is still suspected.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Confirm: regressions",
+            "preview": preview,
+            "action": "confirm_flags",
+            "selected": [f.pk for f in pending],
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+
+
+@admin.register(Incident)
+class IncidentAdmin(DepartmentScopedAdmin):
+    department_path = "flag__agent__department_id"
+    list_display = ["title", "status", "opened_by", "opened_at", "resolved_by", "resolved_at"]
+    list_filter = ["status"]
+    search_fields = ["title", "flag__agent__slug", "flag__version"]
+    list_select_related = ["flag", "opened_by", "resolved_by"]
+    readonly_fields = ["flag", "title", "status", "opened_by", "opened_at", "resolved_by", "resolved_at"]
+    fields = ["flag", "title", "status", "opened_by", "opened_at", "resolved_by", "resolved_at", "notes"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # an incident is opened by confirming a regression
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -22,9 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from interventions import configs, profiling
+from interventions import configs, profiling, regressions
 from interventions.confirm import describe_config, describe_profiling
-from interventions.models import AgentConfig, ProfilingSession
+from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
 from perfops.access.authentication import AutomationScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
 from perfops.dashboard.traces import csv_safe
@@ -275,3 +275,131 @@ def report_csv_response(session: ProfilingSession) -> HttpResponse:
     name = f"perfops-profile-{session.agent.slug}-{session.started_at:%Y%m%dT%H%MZ}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+class RegressionFlagSerializer(serializers.ModelSerializer[RegressionFlag]):
+    agent: Any = serializers.SlugRelatedField(slug_field="slug", queryset=Agent.objects.none())
+    flagged_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    incident: Any = serializers.PrimaryKeyRelatedField(read_only=True)
+    dry_run = serializers.BooleanField(default=False, write_only=True)
+
+    class Meta:
+        model = RegressionFlag
+        fields = ["id", "agent", "environment", "version", "baseline_version", "status", "source", "summary"]
+        fields += ["evidence", "flagged_by", "flagged_at", "decided_by", "decided_at", "dismiss_reason", "incident"]
+        fields += ["dry_run"]
+        read_only_fields = ["baseline_version", "status", "source", "evidence", "flagged_at", "decided_at"]
+        read_only_fields += ["dismiss_reason"]
+        validators: list[Any] = []  # one open flag per version: 409 when flagging, not 400
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["agent"].queryset = Agent.objects.visible_to(request.user)  # type: ignore[attr-defined]
+
+
+class IncidentSerializer(serializers.ModelSerializer[Incident]):
+    opened_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    resolved_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Incident
+        fields = ["id", "flag", "title", "status", "opened_by", "opened_at", "resolved_by", "resolved_at", "notes"]
+        read_only_fields = fields
+
+
+@extend_schema(tags=["interventions"])
+class RegressionFlagListView(generics.ListCreateAPIView[RegressionFlag]):
+    """Regression flags of the caller's agents; POST flags a version (automation; dry_run shows the evidence)."""
+
+    serializer_class = RegressionFlagSerializer
+    filterset_fields = ["status", "environment", "source", "version"]
+
+    def get_permissions(self) -> list[Any]:
+        return [AutomationScope()] if self.request.method == "POST" else [ReadScope()]
+
+    def get_queryset(self) -> Any:
+        return RegressionFlag.objects.visible_to(self.request.user).select_related(
+            "agent", "flagged_by", "decided_by", "incident"
+        )
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        agent, environment, version = data["agent"], data["environment"], data["version"]
+        if data.get("dry_run"):
+            found = regressions.evidence(agent, environment, version, request.user)
+            return Response({"dry_run": True, "summary": regressions.describe(found, version), "evidence": found})
+        try:
+            with set_actor(request.user):
+                made = regressions.flag(agent, environment, version, request.user, summary=data.get("summary", ""))
+        except regressions.AlreadyFlagged as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(made).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["interventions"])
+class RegressionFlagDetailView(generics.RetrieveAPIView[RegressionFlag]):
+    permission_classes = [ReadScope]
+    serializer_class = RegressionFlagSerializer
+
+    def get_queryset(self) -> Any:
+        return RegressionFlag.objects.visible_to(self.request.user).select_related("agent", "incident")
+
+
+class DecisionSerializer(serializers.Serializer[Any]):
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class RegressionDecisionView(APIView):
+    """Confirm (opens an incident, notifies) or dismiss (with a reason) a suspected regression."""
+
+    permission_classes = [AutomationScope]
+    decision = "confirm"
+
+    @extend_schema(
+        tags=["interventions"],
+        request=DecisionSerializer,
+        responses={200: RegressionFlagSerializer, 409: OpenApiResponse(description="Already decided.")},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        flagged = get_object_or_404(RegressionFlag.objects.visible_to(request.user).select_related("agent"), pk=pk)
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            with set_actor(request.user):
+                if self.decision == "confirm":
+                    regressions.confirm(flagged, request.user, body.validated_data.get("title", ""))
+                else:
+                    regressions.dismiss(flagged, request.user, body.validated_data.get("reason", ""))
+        except regressions.NotPending as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except ValueError as exc:
+            return Response({"reason": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        flagged.refresh_from_db()
+        return Response(RegressionFlagSerializer(flagged, context={"request": request}).data)
+
+
+@extend_schema(tags=["interventions"])
+class IncidentListView(generics.ListAPIView[Incident]):
+    permission_classes = [ReadScope]
+    serializer_class = IncidentSerializer
+    filterset_fields = ["status"]
+
+    def get_queryset(self) -> Any:
+        return Incident.objects.visible_to(self.request.user).select_related("opened_by", "resolved_by")
+
+
+class IncidentResolveView(APIView):
+    permission_classes = [AutomationScope]
+
+    @extend_schema(tags=["interventions"], request=None, responses={200: IncidentSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        incident = get_object_or_404(Incident.objects.visible_to(request.user), pk=pk)
+        with set_actor(request.user):
+            regressions.resolve(incident, request.user)
+        return Response(IncidentSerializer(incident).data)

@@ -20,4 +20,18 @@ urlpatterns = [
         {"as_csv": True},
         name="api-profiling-report-csv",
     ),
+    path("regression-flags", api.RegressionFlagListView.as_view(), name="api-regression-flags"),
+    path("regression-flags/<int:pk>", api.RegressionFlagDetailView.as_view(), name="api-regression-flag"),
+    path(
+        "regression-flags/<int:pk>/confirm",
+        api.RegressionDecisionView.as_view(decision="confirm"),
+        name="api-regression-flag-confirm",
+    ),
+    path(
+        "regression-flags/<int:pk>/dismiss",
+        api.RegressionDecisionView.as_view(decision="dismiss"),
+        name="api-regression-flag-dismiss",
+    ),
+    path("incidents", api.IncidentListView.as_view(), name="api-incidents"),
+    path("incidents/<int:pk>/resolve", api.IncidentResolveView.as_view(), name="api-incident-resolve"),
 ]

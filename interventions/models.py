@@ -192,3 +192,89 @@ class ProfilingSession(models.Model):
     def window_end(self) -> datetime:
         """Where its traces end: when it ended, or will."""
         return self.ended_at or self.expires_at
+
+
+class RegressionFlag(models.Model):
+    """A version suspected of making an agent slower or less reliable (A4.4), with its evidence.
+
+    Flagged by an engineer from the version benchmark chart, or by the analytics. An engineer then
+    confirms it (an Incident is opened and the department's channels are told) or dismisses it as a
+    false positive, with a reason. One open flag per agent, environment and version.
+    """
+
+    class Status(models.TextChoices):
+        SUSPECTED = "suspected", "Suspected"
+        CONFIRMED = "confirmed", "Confirmed"
+        DISMISSED = "dismissed", "Dismissed"
+
+    class Source(models.TextChoices):
+        ENGINEER = "engineer", "Flagged by an engineer"
+        ANALYTICS = "analytics", "Detected by the analytics"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="regression_flags")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    version = models.CharField(max_length=64)
+    baseline_version = models.CharField(max_length=64, blank=True, help_text="The version it is compared with.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SUSPECTED, editable=False)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.ENGINEER, editable=False)
+    summary = models.CharField(max_length=300, blank=True)
+    # {"window": {...}, "candidate": {count, p50_ms, p95_ms, p99_ms, error_rate}, "baseline": {...}, "changes": {...}}
+    evidence = models.JSONField(default=dict, blank=True, editable=False)
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    flagged_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    decided_at = models.DateTimeField(null=True, blank=True, editable=False)
+    dismiss_reason = models.CharField(max_length=300, blank=True, editable=False)
+
+    objects = AgentScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-flagged_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "environment", "version"],
+                condition=models.Q(status__in=["suspected", "confirmed"]),
+                name="regressionflag_one_open_per_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} {self.version} ({self.environment}): {self.status}"
+
+
+class Incident(models.Model):
+    """Opened when an engineer confirms a regression: who, when, what, and when it was resolved."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    flag = models.OneToOneField(RegressionFlag, on_delete=models.CASCADE, related_name="incident")
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN, editable=False)
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    opened_at = models.DateTimeField(auto_now_add=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    notes = models.TextField(blank=True)
+
+    class QuerySet(models.QuerySet["Incident"]):
+        def visible_to(self, user: Any) -> Any:
+            ids = department_ids_for(user)
+            return self if ids is None else self.filter(flag__agent__department_id__in=ids)
+
+    objects = QuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-opened_at"]
+
+    def __str__(self) -> str:
+        return self.title

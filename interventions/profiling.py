@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from interventions.models import ProfilingSession
+from perfops.access.audit import record_update
 from perfops.telemetry.models import Agent, Trace
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def end(session: ProfilingSession, *, user: Any = None, now: datetime | None = N
         return False
     forget_active()
     session.refresh_from_db()
+    record_update(
+        session, user, {"status": ("active", "ended"), "end_reason": ("", reason), "ended_at": (None, ended_at)}
+    )
     write_report(session)
     return True
 

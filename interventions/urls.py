@@ -11,4 +11,9 @@ urlpatterns = [
     path("agents/<str:slug>/profiling", views.start_profiling, name="start-profiling"),
     path("profiling/<int:pk>/", views.profiling_report, name="profiling"),
     path("profiling/<int:pk>/stop", views.stop_profiling, name="stop-profiling"),
+    path("agents/<str:slug>/flags/new", views.flag_new, name="flag-new"),
+    path("flags/<int:pk>/", views.flag_detail, name="flag"),
+    path("flags/<int:pk>/confirm", views.flag_decide, {"decision": "confirm"}, name="flag-confirm"),
+    path("flags/<int:pk>/dismiss", views.flag_decide, {"decision": "dismiss"}, name="flag-dismiss"),
+    path("incidents/<int:pk>/resolve", views.incident_resolve, name="incident-resolve"),
 ]

@@ -17,12 +17,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from interventions import configs, profiling
+from interventions import configs, profiling, regressions
 from interventions.confirm import describe_config, describe_profiling
 from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, ProfilingSession
+from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
 from perfops.telemetry.choices import Environment
-from perfops.telemetry.models import Agent
+from perfops.telemetry.models import Agent, Deployment
 
 HISTORY = 30
 DURATIONS = (15, 30, 60)  # minutes offered on the page
@@ -84,6 +84,8 @@ def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
         "settings": (current or AgentConfig()).settings_dict(),
         "rows": rows,
         "sessions": sessions,
+        "flags": RegressionFlag.objects.filter(agent=agent, environment=environment).select_related("incident")[:20],
+        "may_flag": request.user.has_perm("interventions.add_regressionflag"),
         "active": next(
             (s for s in sessions if s.status == ProfilingSession.Status.ACTIVE and s.expires_at > now), None
         ),
@@ -231,3 +233,152 @@ def profiling_report(request: HttpRequest, pk: int) -> HttpResponse:
         "page_title": f"Profiling {session.agent.slug} ({session.environment})",
     }
     return render(request, "interventions/profiling.html", context)
+
+
+# --- regression flags and incidents (A4.4) ------------------------------------------------------------
+
+
+def _evidence_preview(title: str, found: dict[str, Any], version: str) -> Any:
+    from slos.confirm import Preview
+
+    preview = Preview(title)
+    preview.facts = [("Evidence", regressions.describe(found, version))]
+    for label, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms")):
+        before = found.get("baseline", {}).get(key)
+        after = found["candidate"].get(key)
+        preview.facts.append((label, f"{_ms(before)} → {_ms(after)}"))
+    before_rate = found.get("baseline", {}).get("error_rate")
+    preview.facts.append(("error rate", f"{_pct(before_rate)} → {_pct(found['candidate'].get('error_rate'))}"))
+    counts = (found.get("baseline", {}).get("count"), found["candidate"].get("count"))
+    preview.facts.append(("requests compared", f"{counts[0] or 0:,} → {counts[1] or 0:,}"))
+    if not found["candidate"].get("count"):
+        preview.warnings.append(f"No requests of {version} in the window: there is nothing to judge yet.")
+    return preview
+
+
+def _ms(value: float | None) -> str:
+    return "no data" if value is None else f"{value:,.0f} ms"
+
+
+def _pct(value: float | None) -> str:
+    return "no data" if value is None else f"{value * 100:.2f}%"
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def flag_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """Flag a version as a suspected regression: pick it, see the evidence, confirm."""
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    if not request.user.has_perm("interventions.add_regressionflag"):
+        raise PermissionDenied("Viewers cannot flag regressions.")
+    versions = list(
+        Deployment.objects.filter(agent=agent, environment=environment)
+        .with_effective_at()  # type: ignore[misc]
+        .order_by("-effective_at")
+        .values_list("version", flat=True)[:20]
+    )
+    version = request.POST.get("version") or request.GET.get("version") or (versions[0] if versions else "")
+    if request.method == "GET" or version not in versions:
+        context = {
+            "agent": agent,
+            "environment": environment,
+            "versions": versions,
+            "version": version,
+            "error": "Choose one of the agent's versions." if request.method == "POST" else "",
+            "page_title": f"Flag a regression of {agent.slug}",
+            "cancel_url": _home(agent, environment),
+        }
+        return render(request, "interventions/flag_form.html", context, status=400 if request.method == "POST" else 200)
+    found = regressions.evidence(agent, environment, version, request.user)
+    if "_confirmed" not in request.POST:
+        preview = _evidence_preview(
+            f"Flag {agent.slug} {version} ({environment}) as a suspected regression", found, version
+        )
+        return _confirm(request, preview, _home(agent, environment), "Yes, flag it")
+    try:
+        made = regressions.flag(
+            agent, environment, version, request.user, summary=request.POST.get("summary", ""), found=found
+        )
+    except regressions.AlreadyFlagged as exc:
+        messages.info(request, str(exc))
+        return redirect(_home(agent, environment))
+    messages.success(request, f"{agent.slug} {version} flagged: {made.summary}")
+    return redirect(reverse("interventions:flag", args=[made.pk]))
+
+
+@require_GET
+@login_required
+def flag_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    flagged = get_object_or_404(
+        RegressionFlag.objects.visible_to(request.user).select_related("agent", "flagged_by", "decided_by"), pk=pk
+    )
+    incident = Incident.objects.filter(flag=flagged).select_related("opened_by", "resolved_by").first()
+    context = {
+        "flag": flagged,
+        "incident": incident,
+        "evidence": _evidence_preview("", flagged.evidence, flagged.version) if flagged.evidence else None,
+        "home": _home(flagged.agent, flagged.environment),
+        "may_decide": request.user.has_perm("interventions.change_regressionflag"),
+        "page_title": f"Regression flag: {flagged.agent.slug} {flagged.version}",
+    }
+    return render(request, "interventions/flag.html", context)
+
+
+@require_POST
+@login_required
+def flag_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    """Confirm (an incident is opened, the channels told) or dismiss with a reason, each confirmed first."""
+    flagged = get_object_or_404(RegressionFlag.objects.visible_to(request.user).select_related("agent"), pk=pk)
+    if not request.user.has_perm("interventions.change_regressionflag"):
+        raise PermissionDenied("Viewers cannot decide regressions.")
+    back = reverse("interventions:flag", args=[flagged.pk])
+    reason = request.POST.get("reason", "").strip()
+    if decision == "dismiss" and not reason:
+        messages.error(request, "Say why it is a false positive.")
+        return redirect(back)
+    if "_confirmed" not in request.POST:
+        from slos.confirm import Preview
+        from slos.models import NotificationChannel
+
+        if decision == "confirm":
+            channels = NotificationChannel.objects.filter(department_id=flagged.agent.department_id).count()
+            preview = Preview(f"Confirm the regression of {flagged.agent.slug} {flagged.version}")
+            preview.facts = [
+                ("Evidence", flagged.summary),
+                ("Then", f"an incident is opened and {channels} notification channel(s) of the department are told"),
+            ]
+            label = "Yes, confirm and open an incident"
+        else:
+            preview = Preview(f"Dismiss the flag of {flagged.agent.slug} {flagged.version}")
+            preview.facts = [("Evidence", flagged.summary), ("Reason", reason)]
+            label = "Yes, dismiss it"
+        return _confirm(request, preview, back, label)
+    try:
+        if decision == "confirm":
+            incident = regressions.confirm(flagged, request.user, request.POST.get("title", ""))
+            messages.success(request, f"Confirmed; incident “{incident.title}” opened.")
+        else:
+            regressions.dismiss(flagged, request.user, reason)
+            messages.success(request, "Dismissed as a false positive.")
+    except regressions.NotPending as exc:
+        messages.info(request, str(exc))
+    return redirect(back)
+
+
+@require_POST
+@login_required
+def incident_resolve(request: HttpRequest, pk: int) -> HttpResponse:
+    incident = get_object_or_404(Incident.objects.visible_to(request.user).select_related("flag"), pk=pk)
+    if not request.user.has_perm("interventions.change_incident"):
+        raise PermissionDenied("Viewers cannot resolve incidents.")
+    back = reverse("interventions:flag", args=[incident.flag_id])
+    if "_confirmed" not in request.POST:
+        from slos.confirm import Preview
+
+        preview = Preview(f"Resolve the incident “{incident.title}”")
+        preview.facts = [("Opened", f"{incident.opened_at:%Y-%m-%d %H:%M} UTC")]
+        return _confirm(request, preview, back, "Yes, resolve it")
+    if regressions.resolve(incident, request.user):
+        messages.success(request, "Incident resolved.")
+    return redirect(back)

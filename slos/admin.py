@@ -135,7 +135,7 @@ class DeliveryAdmin(DepartmentScopedAdmin):
     """Every send attempt, read-only: what went where and what came back."""
 
     department_path = "channel__department_id"
-    list_display = ["event", "channel", "attempt", "ok", "detail", "at"]
+    list_display = ["subject", "key", "channel", "attempt", "ok", "detail", "at"]
     list_filter = ["ok"]
     list_select_related = ["event", "event__rule", "channel"]
 

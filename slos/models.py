@@ -575,9 +575,15 @@ class AlertEvent(models.Model):
 
 
 class Delivery(models.Model):
-    """One attempt to send one event to one channel: the log of what was sent and what came back."""
+    """One attempt to send one message to one channel: the log of what was sent and what came back.
 
-    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="deliveries")
+    A message is an alert event or another notice (an incident opened); `key` names it, so a retried
+    send of the same message is recognised whatever sent it.
+    """
+
+    event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="deliveries", null=True, blank=True)
+    key = models.CharField(max_length=80, default="", help_text="The message: an alert event's dedupe key, or another.")
+    subject = models.CharField(max_length=300, blank=True)
     channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
     attempt = models.PositiveSmallIntegerField()
     at = models.DateTimeField(auto_now_add=True)
@@ -587,8 +593,8 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-at"]
         constraints = [
-            models.UniqueConstraint(fields=["event", "channel", "attempt"], name="delivery_attempt_once"),
+            models.UniqueConstraint(fields=["key", "channel", "attempt"], name="delivery_attempt_once"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.event} -> {self.channel} #{self.attempt}: {'ok' if self.ok else self.detail}"
+        return f"{self.key} -> {self.channel} #{self.attempt}: {'ok' if self.ok else self.detail}"

@@ -54,27 +54,39 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def deliver(event: AlertEvent, channel: NotificationChannel) -> bool:
-    """One attempt; logged as a Delivery row. True when the channel took it (or already had)."""
-    if Delivery.objects.filter(event=event, channel=channel, ok=True).exists():
+    """Send an alert event to a channel (one attempt, logged); True when the channel took it (or already had)."""
+    data = payload(event)
+    return send(channel, event.dedupe_key, text(event), data, event=event)
+
+
+def send(
+    channel: NotificationChannel, key: str, subject: str, data: dict[str, Any], *, event: AlertEvent | None = None
+) -> bool:
+    """One attempt to send message `key` to a channel, logged as a Delivery row; never twice after a success.
+
+    Webhooks get `data` as JSON (or `{"text": subject}` in the Slack format), signed with the
+    channel's secret; email gets the subject and the data as its body.
+    """
+    if Delivery.objects.filter(key=key, channel=channel, ok=True).exists():
         return True  # a retried task after a success: nothing to send twice
-    attempt = Delivery.objects.filter(event=event, channel=channel).count() + 1
+    attempt = Delivery.objects.filter(key=key, channel=channel).count() + 1
     try:
         if channel.kind == NotificationChannel.Kind.WEBHOOK:
-            data: Any = {"text": text(event)} if channel.format == NotificationChannel.Format.SLACK else payload(event)
-            body = json.dumps(data).encode()
+            sent: Any = {"text": subject} if channel.format == NotificationChannel.Format.SLACK else data
+            body = json.dumps(sent).encode()
             headers = {"Content-Type": "application/json", "User-Agent": "perfops-alerts"}
             if channel.secret:
                 headers[SIGNATURE_HEADER] = signature(channel.secret, body)
             reply = netguard.send(channel.url, body, headers)
             ok, detail = 200 <= reply.status < 300, f"HTTP {reply.status}"
         else:
-            send_mail(
-                text(event), json.dumps(payload(event), indent=2), settings.DEFAULT_FROM_EMAIL, [channel.email_to]
-            )
+            send_mail(subject, json.dumps(data, indent=2), settings.DEFAULT_FROM_EMAIL, [channel.email_to])
             ok, detail = True, "sent"
     except netguard.UnsafeURL as exc:
         ok, detail = False, f"refused: {exc}"[:300]
     except OSError as exc:
         ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-    Delivery.objects.create(event=event, channel=channel, attempt=attempt, ok=ok, detail=detail)
+    Delivery.objects.create(
+        event=event, key=key, subject=subject[:300], channel=channel, attempt=attempt, ok=ok, detail=detail
+    )
     return ok

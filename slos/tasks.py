@@ -39,3 +39,22 @@ def deliver_event(self: Any, event_id: int, channel_id: int) -> bool:
     if not notify.deliver(event, channel):
         raise DeliveryFailed(f"event {event_id} to channel {channel_id}")
     return True
+
+
+@shared_task(
+    bind=True,
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    max_retries=notify.MAX_ATTEMPTS - 1,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def deliver_message(self: Any, channel_id: int, key: str, subject: str, data: dict[str, Any]) -> bool:
+    """Send a notice that is not an alert event (e.g. an incident opened) to one channel, like deliver_event."""
+    from slos.models import NotificationChannel
+
+    channel = NotificationChannel.objects.get(pk=channel_id)
+    if not notify.send(channel, key, subject, data):
+        raise DeliveryFailed(f"{key} to channel {channel_id}")
+    return True

@@ -1,5 +1,7 @@
 """Audit registration: people, their roles and their tokens (never a password or a token hash)."""
 
+from typing import Any
+
 from auditlog.registry import auditlog
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -12,3 +14,25 @@ auditlog.register(get_user_model(), m2m_fields={"groups"}, exclude_fields=["pass
 auditlog.register(Group, m2m_fields={"permissions"})
 # Which hosts perfops may call is a security decision.
 auditlog.register(AllowedHost)
+
+
+def record_update(instance: Any, actor: Any, changes: dict[str, tuple[Any, Any]]) -> None:
+    """One audit entry for a change written with a conditional `update()`, which auditlog's signals do not see.
+
+    `actor` None (or not a saved user) records the system as the actor.
+    """
+    from auditlog.models import LogEntry
+
+    LogEntry.objects.log_create(
+        instance,
+        force_log=True,
+        action=LogEntry.Action.UPDATE,
+        changes={field: [_text(before), _text(after)] for field, (before, after) in changes.items()},
+        actor=actor if getattr(actor, "pk", None) else None,
+    )
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "None"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

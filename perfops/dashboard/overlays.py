@@ -45,6 +45,19 @@ class Marker:
     evidence: str
 
 
+def generation() -> str:
+    """Changes to what the overlays draw (SLOs, regression flags): part of each panel's cache key, so a
+    new SLO or a dismissed flag shows at the next load rather than after the chart's TTL."""
+    from django.db.models import Count, Max
+
+    from interventions.models import RegressionFlag
+    from slos.models import SLO
+
+    slos = SLO.objects.aggregate(n=Count("pk"), at=Max("updated_at"))
+    flags = RegressionFlag.objects.aggregate(n=Count("pk"), at=Max("flagged_at"), decided=Max("decided_at"))
+    return f"{slos['n']}:{slos['at']}:{flags['n']}:{flags['at']}:{flags['decided']}"
+
+
 def slo_lines(filters: MetricFilters, user: Any) -> list[SloLine]:
     """Latency SLOs that apply to the filtered scope (chart 4.1, 4.13)."""
     from slos.compliance import applicable
@@ -172,8 +185,46 @@ def error_anomalies(filters: MetricFilters, user: Any) -> dict[tuple[str, str], 
 
 
 def change_points(filters: MetricFilters, user: Any) -> list[Marker]:
-    """Detected regressions and change points in the window (chart 4.14). The analytics fill this."""
-    return []
+    """Regression flags (suspected and confirmed) of the shown agents in the window (chart 4.14).
+
+    Each sits where its version went out (or where it was flagged, if perfops never saw the version
+    arrive). The analytics' detected change points will join them.
+    """
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from interventions.models import RegressionFlag
+    from perfops.metrics.query import resolve_scope
+    from perfops.telemetry.models import Deployment
+
+    start, end = filters.window(timezone.now())
+    scope = resolve_scope(filters, user)
+    flags = (
+        RegressionFlag.objects.visible_to(user)
+        .exclude(status=RegressionFlag.Status.DISMISSED)
+        .filter(environment__in=filters.environments)
+        .select_related("agent")
+    )
+    if scope.agents is not None:
+        flags = flags.filter(agent_id__in=scope.agents)
+    elif scope.teams is not None:
+        flags = flags.filter(agent__team_id__in=scope.teams)
+    elif scope.departments is not None:
+        flags = flags.filter(agent__department_id__in=scope.departments)
+    markers = []
+    for flagged in flags[:50]:
+        deployed = (
+            Deployment.objects.filter(agent=flagged.agent, environment=flagged.environment, version=flagged.version)
+            .annotate(at=Coalesce(F("deployed_at"), F("first_seen_at")))
+            .values_list("at", flat=True)
+            .first()
+        )
+        at = deployed or flagged.flagged_at
+        if start <= at <= end:
+            label = f"{flagged.status}: {flagged.agent.slug} {flagged.version}"
+            markers.append(Marker(at=at, label=label, evidence=flagged.summary))
+    return markers
 
 
 def root_cause(trace: Any) -> str | None:

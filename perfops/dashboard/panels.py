@@ -111,6 +111,8 @@ class Panel:
             "options": ctx.options,
             "scope": "all" if scope is None else sorted(scope),
         }
+        if self.name in OVERLAY_PANELS:
+            parts["overlays"] = overlays.generation()
         return cached(ttl_chart, parts, lambda: self.build(ctx))
 
 
@@ -848,7 +850,9 @@ def build_regressions(ctx: Context) -> dict[str, Any]:
         )
     changes = overlays.change_points(ctx.filters, ctx.user)
     marks = fig.vertical_markers([(c.at.isoformat(), c.label) for c in changes], colour_="#d1495b")
-    notes = [] if changes else ["Automatically detected change points and regression flags will be marked here."]
+    notes = [f"{c.label}: {c.evidence}" for c in changes[:5]]
+    if not changes:
+        notes.append("Regression flags show here (flag a version from the version chart of an agent's page).")
     return {
         "figure": fig.figure(
             data,
@@ -1242,6 +1246,9 @@ def build_contributors(ctx: Context) -> dict[str, Any]:
         "window": f"{start:%Y-%m-%d %H:%M} – {end:%H:%M} UTC",
     }
 
+
+# Panels that draw SLOs or regression flags: their cache key also follows changes to those.
+OVERLAY_PANELS = frozenset({"latency", "errors", "agents", "slo", "distribution", "regressions"})
 
 # What a panel plots, for its alert badges and its "Create alert" link (A4.3).
 ALERT_GROUPS = {

@@ -171,6 +171,16 @@ def _page_context(request: HttpRequest, filters: MetricFilters, errors: dict[str
     }
 
 
+def _panel_actions(request: HttpRequest, name: str, filters: MetricFilters) -> list[tuple[str, str]]:
+    """Actions a panel offers where the spec triggers them (outside its cached data: they depend on the role)."""
+    found: list[tuple[str, str]] = []
+    if name == "versions" and filters.agent and request.user.has_perm("interventions.add_regressionflag"):
+        environment = filters.environment if filters.environment != ALL else "production"
+        url = reverse("interventions:flag-new", args=[filters.agent]) + "?" + urlencode({"environment": environment})
+        found.append(("Flag a version as a regression…", url))
+    return found
+
+
 def _actions(request: HttpRequest, filters: MetricFilters) -> list[tuple[str, str]]:
     """The page's actions for its scope, each a form that confirms before saving (A4.1, A4.3, A4.10)."""
     scope = {key: getattr(filters, key) for key in ("agent", "team", "department") if getattr(filters, key)}
@@ -282,6 +292,7 @@ def panel(request: HttpRequest, name: str) -> HttpResponse:
         "new_alert": (
             new_alert_link(filters, group) if group and request.user.has_perm("slos.add_alertrule") else None
         ),
+        "panel_actions": _panel_actions(request, name, filters),
         "figure_id": f"figure-{name}-{uuid.uuid4().hex[:8]}",
         "elapsed_ms": round((time.perf_counter() - began) * 1000),
         "self_url": request.get_full_path(),

@@ -74,6 +74,12 @@ def test_it_ends_within_a_minute_of_expiry_with_no_task_scheduled_and_ending_twi
     assert profiling.end(session, user=engineer) is False
     session.refresh_from_db()
     assert session.end_reason == "expired"
+    # Ended once, by the system: one audit entry for the conditional update, with no person as actor.
+    from auditlog.models import LogEntry
+
+    ended = LogEntry.objects.get_for_object(session).filter(action=LogEntry.Action.UPDATE).get()
+    assert ended.actor is None
+    assert ended.changes_dict["status"] == ["active", "ended"]
 
 
 def test_the_report_compares_phases_and_calls_with_the_day_before(agent, engineer):
