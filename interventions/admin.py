@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from interventions import configs, profiling, regressions
 from interventions.confirm import describe, describe_config
 from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
+from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
 from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
 
 
@@ -206,6 +206,26 @@ class IncidentAdmin(DepartmentScopedAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # an incident is opened by confirming a regression
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(DepartmentScopedAdmin):
+    """Read-only here: apply or dismiss from the agent's page or the API (both confirm and audit)."""
+
+    department_path = "agent__department_id"
+    list_display = ["agent", "environment", "title", "status", "expected_effect", "created_at", "decided_by"]
+    list_filter = ["status", "environment"]
+    search_fields = ["agent__slug", "title"]
+    list_select_related = ["agent", "decided_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from interventions import configs, profiling, regressions
 from interventions.confirm import describe_config, describe_profiling
-from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
+from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
 from perfops.access.authentication import AutomationScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
 from perfops.dashboard.traces import csv_safe
@@ -403,3 +403,51 @@ class IncidentResolveView(APIView):
         with set_actor(request.user):
             regressions.resolve(incident, request.user)
         return Response(IncidentSerializer(incident).data)
+
+
+class RecommendationSerializer(serializers.ModelSerializer[Recommendation]):
+    agent: Any = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    decided_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    applied_config: Any = serializers.SlugRelatedField(slug_field="version", read_only=True)
+
+    class Meta:
+        model = Recommendation
+        fields = ["id", "agent", "environment", "title", "rationale", "expected_effect", "changes", "status"]
+        fields += ["created_at", "decided_by", "decided_at", "applied_config"]
+        read_only_fields = fields
+
+
+@extend_schema(tags=["interventions"])
+class RecommendationListView(generics.ListAPIView[Recommendation]):
+    """Configuration recommendations for the caller's agents (written by the analytics)."""
+
+    permission_classes = [ReadScope]
+    serializer_class = RecommendationSerializer
+    filterset_fields = ["status", "environment"]
+
+    def get_queryset(self) -> Any:
+        return Recommendation.objects.visible_to(self.request.user).select_related("agent", "decided_by")
+
+
+class RecommendationDecisionView(APIView):
+    permission_classes = [AutomationScope]
+    decision = "apply"
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Apply (a new configuration version) or dismiss a recommendation",
+        request=None,
+        responses={200: RecommendationSerializer, 409: OpenApiResponse(description="Already decided.")},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        found = get_object_or_404(Recommendation.objects.visible_to(request.user), pk=pk)
+        with set_actor(request.user):
+            if self.decision == "apply":
+                try:
+                    configs.apply_recommendation(found, request.user)
+                except configs.NoChange as exc:
+                    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            elif not configs.dismiss_recommendation(found, request.user):
+                return Response({"detail": "Already decided."}, status=status.HTTP_409_CONFLICT)
+        found.refresh_from_db()
+        return Response(RecommendationSerializer(found).data)

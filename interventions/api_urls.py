@@ -34,4 +34,15 @@ urlpatterns = [
     ),
     path("incidents", api.IncidentListView.as_view(), name="api-incidents"),
     path("incidents/<int:pk>/resolve", api.IncidentResolveView.as_view(), name="api-incident-resolve"),
+    path("recommendations", api.RecommendationListView.as_view(), name="api-recommendations"),
+    path(
+        "recommendations/<int:pk>/apply",
+        api.RecommendationDecisionView.as_view(decision="apply"),
+        name="api-recommendation-apply",
+    ),
+    path(
+        "recommendations/<int:pk>/dismiss",
+        api.RecommendationDecisionView.as_view(decision="dismiss"),
+        name="api-recommendation-dismiss",
+    ),
 ]

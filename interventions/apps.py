@@ -10,10 +10,11 @@ class InterventionsConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
+        from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
 
         auditlog.register(AgentConfig)
         auditlog.register(RegressionFlag, exclude_fields=["evidence"])
         auditlog.register(Incident)
+        auditlog.register(Recommendation)
         # The report is data the system derives; who started, stopped and when is the audited part.
         auditlog.register(ProfilingSession, exclude_fields=["report", "report_status"])

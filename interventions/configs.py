@@ -115,3 +115,46 @@ def etag(body: dict[str, Any]) -> str:
     """A strong ETag of the served body: agents send it back and get a 304 while nothing changed."""
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
     return f'"{digest}"'
+
+
+def apply_recommendation(recommendation: Any, user: Any) -> AgentConfig:
+    """Apply an open recommendation as a new version (source: recommendation) and mark it applied."""
+    from django.utils import timezone
+
+    from interventions.models import Recommendation
+    from perfops.access.audit import record_update
+
+    with transaction.atomic():
+        locked = Recommendation.objects.select_for_update().get(pk=recommendation.pk)
+        if locked.status != Recommendation.Status.OPEN:
+            raise NoChange("This recommendation was already decided.")
+        made = apply(
+            locked.agent,
+            locked.environment,
+            dict(locked.changes),
+            user,
+            source=AgentConfig.Source.RECOMMENDATION,
+            note=locked.title[:300],
+        )
+        now = timezone.now()
+        Recommendation.objects.filter(pk=locked.pk).update(
+            status=Recommendation.Status.APPLIED, decided_by=user, decided_at=now, applied_config=made
+        )
+        locked.refresh_from_db()
+        record_update(locked, user, {"status": ("open", "applied"), "applied_config": (None, str(made))})
+    return made
+
+
+def dismiss_recommendation(recommendation: Any, user: Any) -> bool:
+    from django.utils import timezone
+
+    from interventions.models import Recommendation
+    from perfops.access.audit import record_update
+
+    changed = Recommendation.objects.filter(pk=recommendation.pk, status=Recommendation.Status.OPEN).update(
+        status=Recommendation.Status.DISMISSED, decided_by=user, decided_at=timezone.now()
+    )
+    if changed:
+        recommendation.refresh_from_db()
+        record_update(recommendation, user, {"status": ("open", "dismissed")})
+    return bool(changed)

@@ -278,3 +278,48 @@ class Incident(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Recommendation(models.Model):
+    """A proposed configuration change with its reason and expected effect (A4.5, A4.7).
+
+    Written by the analytics from an agent's own evidence; a person applies it (a new configuration
+    version, after a confirmation showing before and after) or dismisses it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        APPLIED = "applied", "Applied"
+        DISMISSED = "dismissed", "Dismissed"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="recommendations")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    title = models.CharField(max_length=200)
+    rationale = models.TextField(help_text="The evidence, with its numbers.")
+    expected_effect = models.CharField(max_length=300, blank=True)
+    # {"setting": value, ...}: only AgentConfig.SETTINGS
+    changes = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    decided_at = models.DateTimeField(null=True, blank=True, editable=False)
+    applied_config = models.ForeignKey(
+        AgentConfig, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+
+    objects = AgentScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}: {self.title}"
+
+    def clean(self) -> None:
+        if not isinstance(self.changes, dict) or not self.changes:
+            raise ValidationError({"changes": "Name at least one setting to change."})
+        unknown = sorted(set(self.changes) - set(AgentConfig.SETTINGS))
+        if unknown:
+            raise ValidationError({"changes": f"Unknown setting(s): {', '.join(unknown)}."})

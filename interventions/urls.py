@@ -16,4 +16,16 @@ urlpatterns = [
     path("flags/<int:pk>/confirm", views.flag_decide, {"decision": "confirm"}, name="flag-confirm"),
     path("flags/<int:pk>/dismiss", views.flag_decide, {"decision": "dismiss"}, name="flag-dismiss"),
     path("incidents/<int:pk>/resolve", views.incident_resolve, name="incident-resolve"),
+    path(
+        "recommendations/<int:pk>/apply",
+        views.recommendation_decide,
+        {"decision": "apply"},
+        name="recommendation-apply",
+    ),
+    path(
+        "recommendations/<int:pk>/dismiss",
+        views.recommendation_decide,
+        {"decision": "dismiss"},
+        name="recommendation-dismiss",
+    ),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from interventions import configs, profiling, regressions
 from interventions.confirm import describe_config, describe_profiling
 from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, Incident, ProfilingSession, RegressionFlag
+from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
 from perfops.telemetry.choices import Environment
 from perfops.telemetry.models import Agent, Deployment
 
@@ -86,6 +86,18 @@ def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
         "sessions": sessions,
         "flags": RegressionFlag.objects.filter(agent=agent, environment=environment).select_related("incident")[:20],
         "may_flag": request.user.has_perm("interventions.add_regressionflag"),
+        "recommendations": [
+            {
+                "item": item,
+                "changes": [
+                    (name, (current or AgentConfig()).settings_dict().get(name), value)
+                    for name, value in item.changes.items()
+                ],
+            }
+            for item in Recommendation.objects.filter(
+                agent=agent, environment=environment, status=Recommendation.Status.OPEN
+            )[:10]
+        ],
         "active": next(
             (s for s in sessions if s.status == ProfilingSession.Status.ACTIVE and s.expires_at > now), None
         ),
@@ -382,3 +394,41 @@ def incident_resolve(request: HttpRequest, pk: int) -> HttpResponse:
     if regressions.resolve(incident, request.user):
         messages.success(request, "Incident resolved.")
     return redirect(back)
+
+
+# --- recommendations (A4.5, A4.7) ------------------------------------------------------------------
+
+
+@require_POST
+@login_required
+def recommendation_decide(request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    """Apply a recommendation (a new configuration version, after seeing before and after) or dismiss it."""
+    found = get_object_or_404(Recommendation.objects.visible_to(request.user).select_related("agent"), pk=pk)
+    if not request.user.has_perm("interventions.add_agentconfig"):
+        raise PermissionDenied("Viewers cannot change configurations.")
+    home = _home(found.agent, found.environment)
+    if "_confirmed" not in request.POST:
+        if decision == "apply":
+            base = configs.current(found.agent, found.environment)
+            values = (base or AgentConfig()).settings_dict() | dict(found.changes)
+            candidate = AgentConfig(agent=found.agent, environment=found.environment, note=found.title, **values)
+            preview = describe_config(candidate)
+            preview.facts.append(("Why", found.rationale))
+            if found.expected_effect:
+                preview.facts.append(("Expected effect", found.expected_effect))
+            return _confirm(request, preview, home, "Yes, apply it")
+        from slos.confirm import Preview
+
+        preview = Preview(f"Dismiss the recommendation “{found.title}”")
+        return _confirm(request, preview, home, "Yes, dismiss it")
+    try:
+        if decision == "apply":
+            made = configs.apply_recommendation(found, request.user)
+            messages.success(
+                request, f"Applied as configuration v{made.version}; revert it from the history if needed."
+            )
+        elif configs.dismiss_recommendation(found, request.user):
+            messages.success(request, "Recommendation dismissed.")
+    except configs.NoChange as exc:
+        messages.info(request, str(exc))
+    return redirect(home)
