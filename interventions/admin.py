@@ -11,10 +11,17 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from interventions import configs, profiling, regressions
+from interventions import configs, loadtest, profiling, regressions
 from interventions.confirm import describe, describe_config
-from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
+from interventions.forms import AgentConfigForm, LoadTestForm, ProfilingForm
+from interventions.models import (
+    AgentConfig,
+    Incident,
+    LoadTest,
+    ProfilingSession,
+    Recommendation,
+    RegressionFlag,
+)
 from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
 
 
@@ -229,3 +236,63 @@ class RecommendationAdmin(DepartmentScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(LoadTest)
+class LoadTestAdmin(InterventionAdmin):
+    """Schedule a load test (confirmed; production needs its acknowledgement), cancel or stop it."""
+
+    form = LoadTestForm
+    list_display = ["agent", "environment", "scheduled_at", "rate_rps", "duration_s", "status", "sent", "failures"]
+    list_display += ["created_by"]
+    list_filter = ["status", "environment"]
+    search_fields = ["agent__slug", "target_url"]
+    list_select_related = ["agent", "created_by"]
+    readonly_fields = ["status", "created_by", "started_at", "finished_at", "sent", "completed", "failures"]
+    readonly_fields += ["results", "detail"]
+    actions = ["cancel_tests", "stop_tests"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: LoadTest, form: Any, change: bool) -> None:
+        loadtest.schedule(obj, request.user)
+
+    def _act(self, request: HttpRequest, queryset: Any, action: str) -> HttpResponse | None:
+        if not request.user.has_perm("interventions.change_loadtest"):
+            self.message_user(request, "Your role may not cancel or stop load tests.", messages.ERROR)
+            return None
+        wanted = LoadTest.Status.SCHEDULED if action == "cancel_tests" else LoadTest.Status.RUNNING
+        chosen = list(queryset.filter(status=wanted).select_related("agent"))
+        if request.POST.get("_confirmed"):
+            act = loadtest.cancel if action == "cancel_tests" else loadtest.stop
+            done = sum(act(test, request.user) for test in chosen)
+            self.message_user(
+                request, f"{done} load test(s) {'cancelled' if action == 'cancel_tests' else 'stopping'}."
+            )
+            return None
+        from slos.confirm import Preview
+
+        preview = Preview(f"{'Cancel' if action == 'cancel_tests' else 'Stop'} {len(chosen)} load test(s)")
+        preview.facts = [
+            (test.agent.slug, f"{test.environment}, {test.scheduled_at:%Y-%m-%d %H:%M} UTC") for test in chosen
+        ]
+        if not chosen:
+            preview.warnings.append(f"None of the selected tests is {wanted}.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Confirm: load tests",
+            "preview": preview,
+            "action": action,
+            "selected": [test.pk for test in chosen],
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+
+    @admin.action(description="Cancel the selected scheduled tests (they send nothing)")
+    def cancel_tests(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        return self._act(request, queryset, "cancel_tests")
+
+    @admin.action(description="Stop the selected running tests")
+    def stop_tests(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        return self._act(request, queryset, "stop_tests")

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 from auditlog.context import set_actor
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -22,9 +23,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from interventions import configs, profiling, regressions
-from interventions.confirm import describe_config, describe_profiling
-from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
+from interventions import configs, loadtest, profiling, regressions
+from interventions.confirm import describe_config, describe_load_test, describe_profiling
+from interventions.models import (
+    AgentConfig,
+    Incident,
+    LoadTest,
+    ProfilingSession,
+    Recommendation,
+    RegressionFlag,
+)
 from perfops.access.authentication import AutomationScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
 from perfops.dashboard.traces import csv_safe
@@ -451,3 +459,96 @@ class RecommendationDecisionView(APIView):
                 return Response({"detail": "Already decided."}, status=status.HTTP_409_CONFLICT)
         found.refresh_from_db()
         return Response(RecommendationSerializer(found).data)
+
+
+class LoadTestSerializer(serializers.ModelSerializer[LoadTest]):
+    agent: Any = serializers.SlugRelatedField(slug_field="slug", queryset=Agent.objects.none())
+    created_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    scheduled_at = serializers.DateTimeField(required=False, help_text="Default: now.")
+    confirm_production = serializers.BooleanField(default=False, write_only=True)
+    dry_run = serializers.BooleanField(default=False, write_only=True)
+
+    class Meta:
+        model = LoadTest
+        fields = ["id", "agent", "environment", "target_url", "rate_rps", "ramp_s", "duration_s", "concurrency"]
+        fields += ["timeout_s", "request_template", "scheduled_at", "status", "created_by", "created_at", "started_at"]
+        fields += ["finished_at", "sent", "completed", "failures", "results", "detail", "confirm_production", "dry_run"]
+        read_only_fields = ["status", "created_at", "started_at", "finished_at", "sent", "completed", "failures"]
+        read_only_fields += ["results", "detail"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["agent"].queryset = Agent.objects.visible_to(request.user)  # type: ignore[attr-defined]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("environment") == "production" and not attrs.get("confirm_production"):
+            raise serializers.ValidationError(
+                {"confirm_production": ["A production target needs confirm_production: true."]}
+            )
+        candidate = LoadTest(
+            **{k: v for k, v in attrs.items() if k not in ("confirm_production", "dry_run")},
+        )
+        candidate.scheduled_at = candidate.scheduled_at or timezone.now()
+        try:
+            candidate.full_clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from exc
+        attrs["candidate"] = candidate
+        return attrs
+
+
+@extend_schema(tags=["interventions"])
+class LoadTestListView(generics.ListCreateAPIView[LoadTest]):
+    """Load tests of the caller's agents; POST schedules one (automation; dry_run previews it)."""
+
+    serializer_class = LoadTestSerializer
+    filterset_fields = ["status", "environment"]
+
+    def get_permissions(self) -> list[Any]:
+        return [AutomationScope()] if self.request.method == "POST" else [ReadScope()]
+
+    def get_queryset(self) -> Any:
+        return LoadTest.objects.visible_to(self.request.user).select_related("agent", "created_by")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        candidate = serializer.validated_data["candidate"]
+        if serializer.validated_data.get("dry_run"):
+            return Response({"dry_run": True, **describe_load_test(candidate, request.user).as_dict()})
+        with set_actor(request.user):
+            test = loadtest.schedule(candidate, request.user)
+        return Response(self.get_serializer(test).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(tags=["interventions"])
+class LoadTestDetailView(generics.RetrieveAPIView[LoadTest]):
+    """A test's progress while it runs, and its results and SLO comparison after."""
+
+    permission_classes = [ReadScope]
+    serializer_class = LoadTestSerializer
+
+    def get_queryset(self) -> Any:
+        return LoadTest.objects.visible_to(self.request.user).select_related("agent", "created_by")
+
+
+class LoadTestActionView(APIView):
+    permission_classes = [AutomationScope]
+    action = "cancel"
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Cancel a scheduled test (it sends nothing) or stop a running one",
+        request=None,
+        responses={200: LoadTestSerializer, 409: OpenApiResponse(description="Not scheduled / not running.")},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        test = get_object_or_404(LoadTest.objects.visible_to(request.user), pk=pk)
+        with set_actor(request.user):
+            done = loadtest.cancel(test, request.user) if self.action == "cancel" else loadtest.stop(test, request.user)
+        if not done:
+            return Response({"detail": f"The test is {test.status}."}, status=status.HTTP_409_CONFLICT)
+        test.refresh_from_db()
+        return Response(LoadTestSerializer(test, context={"request": request}).data)

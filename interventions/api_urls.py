@@ -45,4 +45,8 @@ urlpatterns = [
         api.RecommendationDecisionView.as_view(decision="dismiss"),
         name="api-recommendation-dismiss",
     ),
+    path("load-tests", api.LoadTestListView.as_view(), name="api-load-tests"),
+    path("load-tests/<int:pk>", api.LoadTestDetailView.as_view(), name="api-load-test"),
+    path("load-tests/<int:pk>/cancel", api.LoadTestActionView.as_view(action="cancel"), name="api-load-test-cancel"),
+    path("load-tests/<int:pk>/stop", api.LoadTestActionView.as_view(action="stop"), name="api-load-test-stop"),
 ]

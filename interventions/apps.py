@@ -10,11 +10,20 @@ class InterventionsConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
+        from interventions.models import (
+            AgentConfig,
+            Incident,
+            LoadTest,
+            ProfilingSession,
+            Recommendation,
+            RegressionFlag,
+        )
 
         auditlog.register(AgentConfig)
         auditlog.register(RegressionFlag, exclude_fields=["evidence"])
         auditlog.register(Incident)
         auditlog.register(Recommendation)
+        # Progress and results are measurements; scheduling, cancelling and stopping are the audited acts.
+        auditlog.register(LoadTest, exclude_fields=["sent", "completed", "failures", "results"])
         # The report is data the system derives; who started, stopped and when is the audited part.
         auditlog.register(ProfilingSession, exclude_fields=["report", "report_status"])

@@ -8,7 +8,7 @@ from typing import Any
 from django.utils import timezone
 
 from interventions import configs
-from interventions.models import AgentConfig, ProfilingSession
+from interventions.models import AgentConfig, LoadTest, ProfilingSession
 from slos.confirm import Preview
 
 
@@ -61,4 +61,26 @@ def describe_profiling(candidate: ProfilingSession, user: Any = None) -> Preview
 def describe(candidate: Any, user: Any = None) -> Preview:
     if isinstance(candidate, AgentConfig):
         return describe_config(candidate, user)
+    if isinstance(candidate, LoadTest):
+        return describe_load_test(candidate, user)
     return describe_profiling(candidate, user)
+
+
+def describe_load_test(candidate: LoadTest, user: Any = None) -> Preview:
+    preview = Preview(f"Load test {candidate.agent.slug} in {candidate.environment}")
+    preview.facts = [
+        ("Target", candidate.target_url),
+        ("Starts", f"{candidate.scheduled_at:%Y-%m-%d %H:%M:%S} UTC"),
+        (
+            "Load",
+            f"{candidate.rate_rps:g} requests/s"
+            + (f" after a {candidate.ramp_s} s ramp" if candidate.ramp_s else "")
+            + f" for {candidate.duration_s} s, at most {candidate.concurrency} in flight",
+        ),
+        ("Requests", f"about {candidate.expected_requests:,}"),
+        ("Measured", "latency from each request's intended send time (no coordinated omission); SLOs compared"),
+        ("Undo", "cancel any time before it starts; stop it while it runs"),
+    ]
+    if candidate.environment == "production":
+        preview.warnings.append("Production: real users share this endpoint while the test runs.")
+    return preview

@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from interventions import configs
-from interventions.models import AgentConfig, ProfilingSession
+from interventions.models import AgentConfig, LoadTest, ProfilingSession
 from perfops.telemetry.models import Agent
 
 
@@ -72,4 +72,34 @@ class ProfilingForm(AgentChoiceForm):
         now = timezone.now()
         self.instance.started_at = now
         self.instance.expires_at = now
+        super()._post_clean()  # type: ignore[misc]
+
+
+class LoadTestForm(AgentChoiceForm):
+    """Schedule a load test; production needs an extra, explicit acknowledgement."""
+
+    target_url = forms.URLField(max_length=500, assume_scheme="https", help_text="Its host must be on the allowlist.")
+    start_in_minutes = forms.IntegerField(min_value=0, max_value=7 * 24 * 60, initial=0, label="Start in (minutes)")
+    confirm_production = forms.BooleanField(
+        required=False, label="I understand this sends load to a production endpoint"
+    )
+
+    class Meta:
+        model = LoadTest
+        fields = ["agent", "environment", "target_url", "rate_rps", "ramp_s", "duration_s", "concurrency", "timeout_s"]
+        fields += ["request_template"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("environment") == "production" and not data.get("confirm_production"):
+            raise ValidationError({"confirm_production": "A production target needs this explicit acknowledgement."})
+        return data
+
+    def _post_clean(self) -> None:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        minutes = self.cleaned_data.get("start_in_minutes") or 0
+        self.instance.scheduled_at = timezone.now() + timedelta(minutes=minutes)
         super()._post_clean()  # type: ignore[misc]

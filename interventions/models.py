@@ -323,3 +323,89 @@ class Recommendation(models.Model):
         unknown = sorted(set(self.changes) - set(AgentConfig.SETTINGS))
         if unknown:
             raise ValidationError({"changes": f"Unknown setting(s): {', '.join(unknown)}."})
+
+
+class LoadTest(models.Model):
+    """A scheduled open-model load test of an agent's endpoint (A4.6), its live progress and its results.
+
+    Requests are sent at a constant arrival rate (after an optional linear ramp), whatever the target
+    answers; each latency is measured from the request's intended send time, so a slow target cannot
+    hide its queueing (no coordinated omission). At most `concurrency` requests are in flight.
+    """
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        STOPPED = "stopped", "Stopped early"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="load_tests")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    target_url = models.URLField(max_length=500, help_text="The agent's endpoint; its host must be on the allowlist.")
+    rate_rps = models.FloatField(validators=[MinValueValidator(0.1)], help_text="Arrivals per second.")
+    ramp_s = models.PositiveIntegerField(default=0, help_text="Seconds to ramp up linearly to the rate.")
+    duration_s = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    concurrency = models.PositiveIntegerField(
+        default=32, validators=[MinValueValidator(1), MaxValueValidator(512)], help_text="At most this many in flight."
+    )
+    timeout_s = models.FloatField(default=30.0, validators=[MinValueValidator(0.1), MaxValueValidator(300.0)])
+    request_template = models.JSONField(default=dict, blank=True, help_text="The JSON body sent with each request.")
+    scheduled_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SCHEDULED, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stop_requested = models.BooleanField(default=False, editable=False)
+    # Live progress, written about once a second while it runs.
+    sent = models.PositiveIntegerField(default=0, editable=False)
+    completed = models.PositiveIntegerField(default=0, editable=False)
+    failures = models.PositiveIntegerField(default=0, editable=False)
+    results = models.JSONField(null=True, blank=True, editable=False)
+    detail = models.CharField(max_length=300, blank=True, editable=False)
+
+    objects = AgentScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-scheduled_at"]
+        indexes = [models.Index(fields=["status", "scheduled_at"], name="loadtest_status_when_idx")]
+
+    def __str__(self) -> str:
+        return f"load test of {self.agent.slug} ({self.environment}) at {self.scheduled_at:%Y-%m-%d %H:%M} UTC"
+
+    def clean(self) -> None:
+        from perfops import netguard
+
+        limits = settings.PERFOPS
+        errors: dict[str, str] = {}
+        if self.duration_s and self.duration_s > limits["LOADTEST_MAX_DURATION_S"]:
+            errors["duration_s"] = (
+                f"At most {limits['LOADTEST_MAX_DURATION_S']} seconds (PERFOPS_LOADTEST_MAX_DURATION_S)."
+            )
+        if self.rate_rps and self.rate_rps > limits["LOADTEST_MAX_RATE"]:
+            errors["rate_rps"] = f"At most {limits['LOADTEST_MAX_RATE']} requests/s (PERFOPS_LOADTEST_MAX_RATE)."
+        if self.ramp_s and self.duration_s and self.ramp_s > self.duration_s:
+            errors["ramp_s"] = "The ramp cannot be longer than the test."
+        if self.target_url:
+            try:
+                netguard.check_url(self.target_url)
+            except netguard.UnsafeURL as exc:
+                errors["target_url"] = str(exc)
+        if not isinstance(self.request_template, dict):
+            errors["request_template"] = "Must be a JSON object."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def expected_requests(self) -> int:
+        """Arrivals the schedule holds: the ramp at half the rate on average, then the full rate."""
+        ramp = min(self.ramp_s, self.duration_s)
+        return int(self.rate_rps * (ramp / 2 + (self.duration_s - ramp)))
+
+    @property
+    def ends_at(self) -> datetime:
+        return (self.started_at or self.scheduled_at) + timedelta(seconds=self.duration_s)

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from interventions import profiling
+from interventions import loadtest, profiling
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def sweep_profiling() -> int:
     """End profiling sessions past their expiry and write missing reports (every minute; idempotent)."""
     return profiling.sweep()
+
+
+# A run lasts its duration (bounded by PERFOPS_LOADTEST_MAX_DURATION_S) plus the last answers.
+_LOADTEST_LIMIT_S = settings.PERFOPS["LOADTEST_MAX_DURATION_S"] + 300
+
+
+@shared_task(time_limit=_LOADTEST_LIMIT_S + 30, soft_time_limit=_LOADTEST_LIMIT_S, acks_late=False)
+def run_load_test(test_id: int) -> str:
+    """Run one scheduled load test (claimed once, whoever calls this and however often)."""
+    return loadtest.run_in_thread_safe(test_id)
+
+
+@shared_task(time_limit=60, soft_time_limit=50)
+def start_due_load_tests() -> list[int]:
+    """Start scheduled tests whose time has come, in case their scheduled task was lost (every minute)."""
+    return loadtest.start_due()

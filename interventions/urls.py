@@ -28,4 +28,8 @@ urlpatterns = [
         {"decision": "dismiss"},
         name="recommendation-dismiss",
     ),
+    path("agents/<str:slug>/load-tests", views.schedule_load_test, name="schedule-load-test"),
+    path("load-tests/<int:pk>/", views.load_test_detail, name="load-test"),
+    path("load-tests/<int:pk>/cancel", views.load_test_action, {"action": "cancel"}, name="load-test-cancel"),
+    path("load-tests/<int:pk>/stop", views.load_test_action, {"action": "stop"}, name="load-test-stop"),
 ]

@@ -17,10 +17,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from interventions import configs, profiling, regressions
-from interventions.confirm import describe_config, describe_profiling
-from interventions.forms import AgentConfigForm, ProfilingForm
-from interventions.models import AgentConfig, Incident, ProfilingSession, Recommendation, RegressionFlag
+from interventions import configs, loadtest, profiling, regressions
+from interventions.confirm import describe_config, describe_load_test, describe_profiling
+from interventions.forms import AgentConfigForm, LoadTestForm, ProfilingForm
+from interventions.models import (
+    AgentConfig,
+    Incident,
+    LoadTest,
+    ProfilingSession,
+    Recommendation,
+    RegressionFlag,
+)
 from perfops.telemetry.choices import Environment
 from perfops.telemetry.models import Agent, Deployment
 
@@ -86,6 +93,8 @@ def agent_page(request: HttpRequest, slug: str) -> HttpResponse:
         "sessions": sessions,
         "flags": RegressionFlag.objects.filter(agent=agent, environment=environment).select_related("incident")[:20],
         "may_flag": request.user.has_perm("interventions.add_regressionflag"),
+        "load_tests": LoadTest.objects.filter(agent=agent, environment=environment)[:10],
+        "may_load_test": request.user.has_perm("interventions.add_loadtest"),
         "recommendations": [
             {
                 "item": item,
@@ -432,3 +441,73 @@ def recommendation_decide(request: HttpRequest, pk: int, decision: str) -> HttpR
     except configs.NoChange as exc:
         messages.info(request, str(exc))
     return redirect(home)
+
+
+# --- load tests (A4.6) ------------------------------------------------------------------------------
+
+
+@require_POST
+@login_required
+def schedule_load_test(request: HttpRequest, slug: str) -> HttpResponse:
+    """Schedule: the form's values, a confirmation (production: an explicit acknowledgement), then queued."""
+    agent = _agent(request, slug)
+    environment = _environment(request)
+    if not request.user.has_perm("interventions.add_loadtest"):
+        raise PermissionDenied("Viewers cannot schedule load tests.")
+    data = request.POST.copy()
+    data["agent"] = str(agent.pk)
+    data.setdefault("request_template", "{}")
+    form = LoadTestForm(data, user=request.user)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: " + " ".join(str(error) for error in errors))
+        return redirect(_home(agent, environment))
+    candidate = form.save(commit=False)
+    if "_confirmed" not in request.POST:
+        label = "Yes, send this load to production" if candidate.environment == "production" else "Yes, schedule it"
+        return _confirm(request, describe_load_test(candidate), _home(agent, environment), label)
+    test = loadtest.schedule(candidate, request.user)
+    messages.success(request, f"Load test scheduled for {test.scheduled_at:%H:%M:%S} UTC.")
+    return redirect(reverse("interventions:load-test", args=[test.pk]))
+
+
+@require_GET
+@login_required
+def load_test_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A test's page; htmx polls its progress fragment every two seconds until it has finished."""
+    test = get_object_or_404(LoadTest.objects.visible_to(request.user).select_related("agent", "created_by"), pk=pk)
+    now = timezone.now()
+    elapsed = (now - test.started_at).total_seconds() if test.started_at and test.status == "running" else 0.0
+    context = {
+        "test": test,
+        "home": _home(test.agent, test.environment),
+        "progress_pct": min(100, round(100 * elapsed / test.duration_s)) if test.duration_s else 0,
+        "live": test.status in (LoadTest.Status.SCHEDULED, LoadTest.Status.RUNNING),
+        "may_act": request.user.has_perm("interventions.change_loadtest"),
+        "page_title": f"Load test of {test.agent.slug} ({test.environment})",
+    }
+    template = "interventions/_load_test.html" if request.headers.get("HX-Request") else "interventions/load_test.html"
+    return render(request, template, context)
+
+
+@require_POST
+@login_required
+def load_test_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Cancel a scheduled test or stop a running one, after a confirmation."""
+    test = get_object_or_404(LoadTest.objects.visible_to(request.user).select_related("agent"), pk=pk)
+    if not request.user.has_perm("interventions.change_loadtest"):
+        raise PermissionDenied("Viewers cannot cancel or stop load tests.")
+    back = reverse("interventions:load-test", args=[test.pk])
+    if "_confirmed" not in request.POST:
+        from slos.confirm import Preview
+
+        verb = "Cancel" if action == "cancel" else "Stop"
+        preview = Preview(f"{verb} the load test of {test.agent.slug}")
+        preview.facts = [("Status", test.get_status_display()), ("Sent so far", f"{test.sent:,}")]
+        return _confirm(request, preview, back, f"Yes, {verb.lower()} it")
+    done = loadtest.cancel(test, request.user) if action == "cancel" else loadtest.stop(test, request.user)
+    if done:
+        messages.success(request, "Cancelled: it will send nothing." if action == "cancel" else "Stopping…")
+    else:
+        messages.info(request, f"It is {LoadTest.objects.get(pk=test.pk).get_status_display().lower()} already.")
+    return redirect(back)

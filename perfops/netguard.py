@@ -115,7 +115,13 @@ def send(
     url: str, body: bytes, headers: dict[str, str], *, method: str = "POST", timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> Response:
     """Call a checked URL once: connect to the vetted address, no redirects, bounded time and size."""
-    target = check_url(url)
+    return send_to(check_url(url), body, headers, method=method, timeout_s=timeout_s)
+
+
+def send_to(
+    target: Target, body: bytes, headers: dict[str, str], *, method: str = "POST", timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Response:
+    """Call a target `check_url` vetted (a load test checks once, then sends many): same rules as `send`."""
     raw = socket.create_connection((target.address, target.port), timeout=timeout_s)
     connection: http.client.HTTPConnection
     if target.scheme == "https":

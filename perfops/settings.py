@@ -228,6 +228,8 @@ CELERY_BEAT_SCHEDULE = {
     "evaluate-alerts": {"task": "slos.tasks.evaluate_alerts", "schedule": 60.0},
     # Profiling ends within a minute of its expiry even if anything scheduled for it was lost.
     "sweep-profiling": {"task": "interventions.tasks.sweep_profiling", "schedule": 60.0},
+    # Load tests are also enqueued for their time; this starts any whose task was lost.
+    "start-due-load-tests": {"task": "interventions.tasks.start_due_load_tests", "schedule": 30.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------
@@ -279,6 +281,9 @@ PERFOPS = {
     "INGEST_MAX_BYTES": env_int("PERFOPS_INGEST_MAX_BYTES", 10 * 1024 * 1024, minimum=1024),
     # OTLP child spans wait this long for their root span before they are dropped.
     "OTLP_ORPHAN_TTL_S": env_int("PERFOPS_OTLP_ORPHAN_TTL_S", 600, minimum=10, maximum=86_400),
+    # Load tests: the longest run and the highest arrival rate a person may schedule.
+    "LOADTEST_MAX_DURATION_S": env_int("PERFOPS_LOADTEST_MAX_DURATION_S", 600, minimum=5, maximum=86_400),
+    "LOADTEST_MAX_RATE": env_int("PERFOPS_LOADTEST_MAX_RATE", 500, minimum=1, maximum=100_000),
 }
 
 LOGGING = {
