@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from interventions import configs, loadtest, profiling, regressions
+from interventions import configs, environments, loadtest, profiling, regressions
 from interventions.confirm import describe_config, describe_load_test, describe_profiling
 from interventions.models import (
     AgentConfig,
@@ -552,3 +552,36 @@ class LoadTestActionView(APIView):
             return Response({"detail": f"The test is {test.status}."}, status=status.HTTP_409_CONFLICT)
         test.refresh_from_db()
         return Response(LoadTestSerializer(test, context={"request": request}).data)
+
+
+class EnvironmentComparisonView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="The agent across development, staging and production: deltas, gaps and advice",
+        parameters=[OpenApiParameter("range", OpenApiTypes.STR, enum=["7d", "30d"])],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        agent = _agent(request, slug)
+        days = 30 if request.query_params.get("range") == "30d" else 7
+        reference, columns = environments.compare(agent, request.user, timezone.now(), days)
+        return Response(
+            {
+                "agent": agent.slug,
+                "days": days,
+                "reference": reference,
+                "environments": [
+                    {
+                        "environment": c.environment,
+                        "figures": c.figures,
+                        "deltas": c.deltas,
+                        "gaps": c.gaps,
+                        "advice": c.advice,
+                        "settings": c.settings,
+                    }
+                    for c in columns
+                ],
+            }
+        )

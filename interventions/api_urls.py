@@ -49,4 +49,5 @@ urlpatterns = [
     path("load-tests/<int:pk>", api.LoadTestDetailView.as_view(), name="api-load-test"),
     path("load-tests/<int:pk>/cancel", api.LoadTestActionView.as_view(action="cancel"), name="api-load-test-cancel"),
     path("load-tests/<int:pk>/stop", api.LoadTestActionView.as_view(action="stop"), name="api-load-test-stop"),
+    path("agents/<str:slug>/environments", api.EnvironmentComparisonView.as_view(), name="api-agent-environments"),
 ]

@@ -32,4 +32,5 @@ urlpatterns = [
     path("load-tests/<int:pk>/", views.load_test_detail, name="load-test"),
     path("load-tests/<int:pk>/cancel", views.load_test_action, {"action": "cancel"}, name="load-test-cancel"),
     path("load-tests/<int:pk>/stop", views.load_test_action, {"action": "stop"}, name="load-test-stop"),
+    path("agents/<str:slug>/environments", views.environments_page, name="environments"),
 ]

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from interventions import configs, loadtest, profiling, regressions
+from interventions import configs, environments, loadtest, profiling, regressions
 from interventions.confirm import describe_config, describe_load_test, describe_profiling
 from interventions.forms import AgentConfigForm, LoadTestForm, ProfilingForm
 from interventions.models import (
@@ -511,3 +511,39 @@ def load_test_action(request: HttpRequest, pk: int, action: str) -> HttpResponse
     else:
         messages.info(request, f"It is {LoadTest.objects.get(pk=test.pk).get_status_display().lower()} already.")
     return redirect(back)
+
+
+@require_GET
+@login_required
+def environments_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The agent in development, staging and production side by side (A4.9), over the last 7 or 30 days."""
+    agent = _agent(request, slug)
+    days = 30 if request.GET.get("range") == "30d" else 7
+    reference, columns = environments.compare(agent, request.user, timezone.now(), days)
+    keys = [("count", "requests"), ("p50_ms", "p50 (ms)"), ("p95_ms", "p95 (ms)"), ("p99_ms", "p99 (ms)")]
+    keys += [("error_rate", "error rate"), ("throughput_rps", "throughput (req/s)"), ("cache_hit_rate", "cache hits")]
+    table = [
+        {
+            "label": label,
+            "cells": [
+                {
+                    "value": column.figures.get(key),
+                    "delta": column.deltas.get(key),
+                    "gap": key in column.gaps,
+                    "percent": key in ("error_rate", "cache_hit_rate"),
+                    "points": key == "error_rate",
+                }
+                for column in columns
+            ],
+        }
+        for key, label in keys
+    ]
+    context = {
+        "agent": agent,
+        "days": days,
+        "reference": reference,
+        "columns": columns,
+        "table": table,
+        "page_title": f"{agent.slug} across environments",
+    }
+    return render(request, "interventions/environments.html", context)

@@ -196,6 +196,7 @@ def _actions(request: HttpRequest, filters: MetricFilters) -> list[tuple[str, st
         environment = {"environment": filters.environment if filters.environment != ALL else "production"}
         label = "Configuration and profiling"
         found.append((label, reverse("interventions:agent", args=[filters.agent]) + "?" + urlencode(environment)))
+        found.append(("Compare environments", reverse("interventions:environments", args=[filters.agent])))
     budget_scope = {k: v for k, v in scope.items() if k != "agent"}
     if not filters.agent and (filters.team or filters.department):
         if user.has_perm("slos.add_performancebudget"):
