@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from interventions import configs, environments, loadtest, profiling, regressions
+from interventions import configs, environments, loadtest, profiling, regressions, reports
 from interventions.confirm import describe_config, describe_load_test, describe_profiling
 from interventions.models import (
     AgentConfig,
@@ -32,6 +32,7 @@ from interventions.models import (
     ProfilingSession,
     Recommendation,
     RegressionFlag,
+    Report,
 )
 from perfops.access.authentication import AutomationScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
@@ -585,3 +586,72 @@ class EnvironmentComparisonView(APIView):
                 ],
             }
         )
+
+
+class ReportSerializer(serializers.ModelSerializer[Report]):
+    created_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Report
+        fields = ["id", "format", "filters", "title", "status", "progress", "step", "detail", "size", "created_by"]
+        fields += ["created_at", "finished_at"]
+        read_only_fields = fields
+
+
+class ReportRequestSerializer(serializers.Serializer[Any]):
+    format = serializers.ChoiceField(choices=Report.Format.choices)
+    filters = serializers.DictField(child=serializers.CharField(), required=False, help_text="The dashboard's filters.")
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class ReportListView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(tags=["interventions"], summary="Your reports", responses={200: ReportSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        found = Report.objects.visible_to(request.user).defer("content")[:100]
+        return Response(ReportSerializer(found, many=True).data)
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="Export a performance report of a filter set (PDF or CSV), written in the background",
+        request=ReportRequestSerializer,
+        responses={202: ReportSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        from perfops.metrics.filters import FilterError, parse_filters
+
+        body = ReportRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            filters = parse_filters(body.validated_data.get("filters", {}), strict=True)
+        except FilterError as exc:
+            return Response({"filters": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        report = reports.request_report(
+            filters, body.validated_data["format"], request.user, body.validated_data.get("title", "")
+        )
+        return Response(ReportSerializer(report).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportDetailView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(tags=["interventions"], summary="A report's progress", responses={200: ReportSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ReportSerializer(get_object_or_404(Report.objects.visible_to(request.user), pk=pk)).data)
+
+
+class ReportDownloadView(APIView):
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        tags=["interventions"],
+        summary="The report's file, once ready",
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, (200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        report = get_object_or_404(Report.objects.visible_to(request.user), pk=pk, status=Report.Status.READY)
+        content_type = "application/pdf" if report.format == Report.Format.PDF else "text/csv; charset=utf-8"
+        response = HttpResponse(bytes(report.content or b""), content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{report.filename}"'
+        return response

@@ -50,4 +50,7 @@ urlpatterns = [
     path("load-tests/<int:pk>/cancel", api.LoadTestActionView.as_view(action="cancel"), name="api-load-test-cancel"),
     path("load-tests/<int:pk>/stop", api.LoadTestActionView.as_view(action="stop"), name="api-load-test-stop"),
     path("agents/<str:slug>/environments", api.EnvironmentComparisonView.as_view(), name="api-agent-environments"),
+    path("reports", api.ReportListView.as_view(), name="api-reports"),
+    path("reports/<int:pk>", api.ReportDetailView.as_view(), name="api-report"),
+    path("reports/<int:pk>/download", api.ReportDownloadView.as_view(), name="api-report-download"),
 ]

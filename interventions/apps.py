@@ -17,6 +17,7 @@ class InterventionsConfig(AppConfig):
             ProfilingSession,
             Recommendation,
             RegressionFlag,
+            Report,
         )
 
         auditlog.register(AgentConfig)
@@ -24,6 +25,8 @@ class InterventionsConfig(AppConfig):
         auditlog.register(Incident)
         auditlog.register(Recommendation)
         # Progress and results are measurements; scheduling, cancelling and stopping are the audited acts.
+        # A4.8: who generated which report, with its scope (the content itself is not audit data).
+        auditlog.register(Report, include_fields=["format", "filters", "title", "created_by"])
         auditlog.register(LoadTest, exclude_fields=["sent", "completed", "failures", "results"])
         # The report is data the system derives; who started, stopped and when is the audited part.
         auditlog.register(ProfilingSession, exclude_fields=["report", "report_status"])

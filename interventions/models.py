@@ -409,3 +409,51 @@ class LoadTest(models.Model):
     @property
     def ends_at(self) -> datetime:
         return (self.started_at or self.scheduled_at) + timedelta(seconds=self.duration_s)
+
+
+class ReportQuerySet(models.QuerySet["Report"]):
+    def visible_to(self, user: Any) -> ReportQuerySet:
+        """A report holds what its creator could see: it is theirs (and a superuser's) only."""
+        if getattr(user, "is_superuser", False):
+            return self
+        return self.filter(created_by=user) if getattr(user, "is_authenticated", False) else self.none()
+
+
+class Report(models.Model):
+    """A performance report of a filter set (A4.8), generated in the background as PDF or CSV."""
+
+    class Format(models.TextChoices):
+        PDF = "pdf", "PDF"
+        CSV = "csv", "CSV"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Being written"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    format = models.CharField(max_length=4, choices=Format.choices)
+    # The dashboard's filter parameters (normalised), e.g. {"range": "7d", "department": "payments"}.
+    filters = models.JSONField(default=dict, blank=True)
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED, editable=False)
+    progress = models.PositiveSmallIntegerField(default=0, editable=False)
+    step = models.CharField(max_length=120, blank=True, editable=False)
+    detail = models.CharField(max_length=300, blank=True, editable=False)
+    content = models.BinaryField(null=True, blank=True, editable=False)
+    size = models.PositiveIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ReportQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.format})"
+
+    @property
+    def filename(self) -> str:
+        return f"perfops-report-{self.pk}-{self.created_at:%Y%m%dT%H%MZ}.{self.format}"

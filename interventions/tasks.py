@@ -28,3 +28,11 @@ def run_load_test(test_id: int) -> str:
 def start_due_load_tests() -> list[int]:
     """Start scheduled tests whose time has come, in case their scheduled task was lost (every minute)."""
     return loadtest.start_due()
+
+
+@shared_task(time_limit=600, soft_time_limit=570)
+def generate_report(report_id: int) -> str:
+    """Write one queued report (claimed once; progress on its row)."""
+    from interventions import reports
+
+    return reports.generate(report_id)

@@ -33,4 +33,8 @@ urlpatterns = [
     path("load-tests/<int:pk>/cancel", views.load_test_action, {"action": "cancel"}, name="load-test-cancel"),
     path("load-tests/<int:pk>/stop", views.load_test_action, {"action": "stop"}, name="load-test-stop"),
     path("agents/<str:slug>/environments", views.environments_page, name="environments"),
+    path("reports/", views.report_list, name="reports"),
+    path("reports/new", views.request_report, name="report-new"),
+    path("reports/<int:pk>/", views.report_detail, name="report"),
+    path("reports/<int:pk>/download", views.report_download, name="report-download"),
 ]

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from interventions import configs, environments, loadtest, profiling, regressions
+from interventions import configs, environments, loadtest, profiling, regressions, reports
 from interventions.confirm import describe_config, describe_load_test, describe_profiling
 from interventions.forms import AgentConfigForm, LoadTestForm, ProfilingForm
 from interventions.models import (
@@ -27,7 +27,10 @@ from interventions.models import (
     ProfilingSession,
     Recommendation,
     RegressionFlag,
+    Report,
 )
+from perfops.access.audit import record_access
+from perfops.metrics.filters import PARAMETERS
 from perfops.telemetry.choices import Environment
 from perfops.telemetry.models import Agent, Deployment
 
@@ -520,6 +523,7 @@ def environments_page(request: HttpRequest, slug: str) -> HttpResponse:
     agent = _agent(request, slug)
     days = 30 if request.GET.get("range") == "30d" else 7
     reference, columns = environments.compare(agent, request.user, timezone.now(), days)
+    record_access(agent, request.user, f"environment comparison over {days} days")
     keys = [("count", "requests"), ("p50_ms", "p50 (ms)"), ("p95_ms", "p95 (ms)"), ("p99_ms", "p99 (ms)")]
     keys += [("error_rate", "error rate"), ("throughput_rps", "throughput (req/s)"), ("cache_hit_rate", "cache hits")]
     table = [
@@ -547,3 +551,56 @@ def environments_page(request: HttpRequest, slug: str) -> HttpResponse:
         "page_title": f"{agent.slug} across environments",
     }
     return render(request, "interventions/environments.html", context)
+
+
+# --- reports (A4.8) ----------------------------------------------------------------------------------
+
+
+@require_POST
+@login_required
+def request_report(request: HttpRequest) -> HttpResponse:
+    """Export the dashboard's filters as a PDF or CSV report, written in the background."""
+    from perfops.metrics.filters import FilterError, parse_filters
+
+    params = {key: request.POST[key] for key in PARAMETERS if request.POST.get(key)}
+    fmt = request.POST.get("format", Report.Format.PDF)
+    if fmt not in Report.Format.values:
+        messages.error(request, "Choose PDF or CSV.")
+        return redirect("interventions:reports")
+    try:
+        filters = parse_filters(params, strict=True)
+    except FilterError as exc:
+        messages.error(request, f"The report's filters: {exc}")
+        return redirect("interventions:reports")
+    report = reports.request_report(filters, fmt, request.user)
+    return redirect(reverse("interventions:report", args=[report.pk]))
+
+
+@require_GET
+@login_required
+def report_list(request: HttpRequest) -> HttpResponse:
+    context = {
+        "reports": Report.objects.visible_to(request.user).select_related("created_by").defer("content")[:50],
+        "page_title": "Reports",
+    }
+    return render(request, "interventions/reports.html", context)
+
+
+@require_GET
+@login_required
+def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    report = get_object_or_404(Report.objects.visible_to(request.user).defer("content"), pk=pk)
+    context = {"report": report, "live": report.status in (Report.Status.QUEUED, Report.Status.RUNNING)}
+    context["page_title"] = report.title
+    template = "interventions/_report.html" if request.headers.get("HX-Request") else "interventions/report.html"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def report_download(request: HttpRequest, pk: int) -> HttpResponse:
+    report = get_object_or_404(Report.objects.visible_to(request.user), pk=pk, status=Report.Status.READY)
+    content_type = "application/pdf" if report.format == Report.Format.PDF else "text/csv; charset=utf-8"
+    response = HttpResponse(bytes(report.content or b""), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{report.filename}"'
+    return response

@@ -261,6 +261,8 @@ SPECTACULAR_SETTINGS = {
         "TraceStatusEnum": "perfops.telemetry.choices.TraceStatus",
         "DependencyStatusEnum": "perfops.telemetry.choices.DependencyStatus",
         "EnvironmentEnum": "perfops.telemetry.choices.Environment",
+        "ReportFormatEnum": "interventions.models.Report.Format",
+        "ChannelFormatEnum": "slos.models.NotificationChannel.Format",
     },
 }
 

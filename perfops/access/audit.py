@@ -36,3 +36,16 @@ def _text(value: Any) -> str:
     if value is None:
         return "None"
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def record_access(instance: Any, actor: Any, what: str) -> None:
+    """An audit entry for something a person generated or looked at that changes nothing (A4.9)."""
+    from auditlog.models import LogEntry
+
+    LogEntry.objects.log_create(
+        instance,
+        force_log=True,
+        action=LogEntry.Action.ACCESS,
+        changes={"generated": ["", what]},
+        actor=actor if getattr(actor, "pk", None) else None,
+    )
