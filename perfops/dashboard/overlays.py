@@ -46,16 +46,39 @@ class Marker:
 
 
 def generation() -> str:
-    """Changes to what the overlays draw (SLOs, regression flags): part of each panel's cache key, so a
+    """Changes to what the overlays draw (SLOs, flags, configurations): part of the panels' cache key, so a
     new SLO or a dismissed flag shows at the next load rather than after the chart's TTL."""
     from django.db.models import Count, Max
 
-    from interventions.models import RegressionFlag
+    from interventions.models import AgentConfig, RegressionFlag
     from slos.models import SLO
 
     slos = SLO.objects.aggregate(n=Count("pk"), at=Max("updated_at"))
     flags = RegressionFlag.objects.aggregate(n=Count("pk"), at=Max("flagged_at"), decided=Max("decided_at"))
-    return f"{slos['n']}:{slos['at']}:{flags['n']}:{flags['at']}:{flags['decided']}"
+    configs = AgentConfig.objects.aggregate(n=Count("pk"))
+    return f"{slos['n']}:{slos['at']}:{flags['n']}:{flags['at']}:{flags['decided']}:{configs['n']}"
+
+
+def config_changes(filters: MetricFilters, user: Any, start_iso: str, end_iso: str) -> list[tuple[str, str]]:
+    """(time, "config v3: note") of the agent's configuration versions in the window (agent level only)."""
+    from datetime import datetime as dt
+
+    from interventions.models import AgentConfig
+
+    if not filters.agent:
+        return []
+    start = dt.fromisoformat(start_iso.replace("Z", "+00:00"))
+    end = dt.fromisoformat(end_iso.replace("Z", "+00:00"))
+    versions = (
+        AgentConfig.objects.visible_to(user)
+        .filter(
+            agent__slug=filters.agent, environment__in=filters.environments, created_at__gte=start, created_at__lt=end
+        )
+        .order_by("created_at")[:20]
+    )
+    return [
+        (v.created_at.isoformat(), f"config v{v.version}" + (f": {v.note[:40]}" if v.note else "")) for v in versions
+    ]
 
 
 def slo_lines(filters: MetricFilters, user: Any) -> list[SloLine]:

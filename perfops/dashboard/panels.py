@@ -277,6 +277,12 @@ def build_latency(ctx: Context) -> dict[str, Any]:
         annotations.append(note)
     if not shapes:
         notes.append("No latency SLO covers this scope yet; its threshold line will show here.")
+    changes = overlays.config_changes(ctx.filters, ctx.user, result["window"]["start"], result["window"]["end"])
+    if changes:
+        marks = fig.vertical_markers([(at, label) for at, label in changes], colour_="#9b5de5")
+        shapes += marks["shapes"]
+        annotations += marks["annotations"]
+        notes.append("Purple dotted lines: configuration changes (before and after them on the same chart).")
     notes.append(
         "Click a point for the latency distribution of that time bucket; drag across the chart to zoom the page."
     )
@@ -984,7 +990,11 @@ def build_phases(ctx: Context) -> dict[str, Any]:
         "figure": fig.figure(
             data, fig.layout(legend=True, hovermode="closest", margin={"l": 16, "r": 16, "t": 28, "b": 16})
         ),
-        "notes": [f"Mean time per request in each phase over {result['traces']:,} requests."],
+        "notes": [
+            f"Mean time per request in each phase over {result['traces']:,} requests.",
+            f"Cache hits: {_rate(ctx.query().summary(qs=())['cache_hit_rate'])} of these requests"
+            " (response, prompt or embedding cache, as the traces report them).",
+        ],
     }
 
 

@@ -174,10 +174,18 @@ def _page_context(request: HttpRequest, filters: MetricFilters, errors: dict[str
 def _panel_actions(request: HttpRequest, name: str, filters: MetricFilters) -> list[tuple[str, str]]:
     """Actions a panel offers where the spec triggers them (outside its cached data: they depend on the role)."""
     found: list[tuple[str, str]] = []
-    if name == "versions" and filters.agent and request.user.has_perm("interventions.add_regressionflag"):
-        environment = filters.environment if filters.environment != ALL else "production"
-        url = reverse("interventions:flag-new", args=[filters.agent]) + "?" + urlencode({"environment": environment})
+    if not filters.agent:
+        return found
+    environment = urlencode({"environment": filters.environment if filters.environment != ALL else "production"})
+    home = reverse("interventions:agent", args=[filters.agent]) + "?" + environment
+    user = request.user
+    if name == "versions" and user.has_perm("interventions.add_regressionflag"):
+        url = reverse("interventions:flag-new", args=[filters.agent]) + "?" + environment
         found.append(("Flag a version as a regression…", url))
+    if name in ("slow", "phases", "dependencies") and user.has_perm("interventions.add_profilingsession"):
+        found.append(("Profile this agent for up to an hour…", home + "#profiling"))
+    if name == "capacity" and user.has_perm("interventions.add_loadtest"):
+        found.append(("Schedule a load test…", home + "#load-tests"))
     return found
 
 

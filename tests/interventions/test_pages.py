@@ -98,3 +98,20 @@ def test_another_departments_agent_is_not_found_and_viewers_only_read(agent, vie
         "profiling</span> since"
         in client_for(viewer).get(reverse("interventions:agent", args=["pay-bot"])).content.decode()
     )
+
+
+def test_config_changes_are_marked_on_the_agents_latency_chart_and_panels_offer_actions(rolled_up, engineer):
+
+    agent = rolled_up.agents["pay-bot"]
+    configs.apply(agent, "production", {"timeout_ms": 12000}, engineer, note="tighter timeout")
+    client = client_for(engineer)
+    hx = {"HX-Request": "true"}
+    latency = client.get(reverse("dashboard:panel", args=["latency"]), {"agent": "pay-bot"}, headers=hx)
+    body = latency.content.decode()
+    assert "config v1: tighter timeout" in body
+    assert "Purple dotted lines: configuration changes" in body
+    phases = client.get(reverse("dashboard:panel", args=["phases"]), {"agent": "pay-bot"}, headers=hx).content.decode()
+    assert "Cache hits: " in phases
+    assert "Profile this agent for up to an hour" in phases
+    capacity = client.get(reverse("dashboard:panel", args=["capacity"]), {"agent": "pay-bot"}, headers=hx)
+    assert "Schedule a load test" in capacity.content.decode()
