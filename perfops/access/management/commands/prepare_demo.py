@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from perfops.access.models import ApiToken, Scope
+from perfops.access.models import AllowedHost, ApiToken, Scope
 from perfops.access.roles import Role
 from perfops.telemetry.models import Department
 
@@ -55,6 +55,12 @@ class Command(BaseCommand):
         token_file.chmod(0o600)
 
         from slos import demo
+
+        # The demo's simulated agents answer on loopback: load tests may target them (and nothing else private).
+        AllowedHost.objects.get_or_create(
+            host="127.0.0.1",
+            defaults={"allow_private": True, "note": "demo: the simulated agents of `manage.py simulate`"},
+        )
 
         for line in demo.seed(admin):
             self.stdout.write(f"Demo objective: {line}")
