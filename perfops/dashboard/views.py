@@ -253,6 +253,11 @@ def agent(request: HttpRequest, slug: str) -> HttpResponse:
     context["frames"] = _frames(request, AGENT_LAYOUT, context["query"], "agent")
     context["deployments"] = found.deployments.with_effective_at().order_by("-effective_at")[:10]  # type: ignore[misc]
     context["page_title"] = found.name
+    from interventions.models import ProfilingSession
+
+    context["profiling"] = (
+        ProfilingSession.objects.active(timezone.now()).filter(agent=found).order_by("expires_at").first()
+    )
     context["fleet_link"] = (
         reverse("dashboard:performance")
         + "?"

@@ -93,7 +93,9 @@ def test_another_departments_agent_is_not_found_and_viewers_only_read(agent, vie
     assert "Change…" not in page
     assert "Review and start" not in page
     assert client_for(viewer).get(reverse("interventions:change-config", args=["pay-bot"])).status_code == 403
-    profiling.start(agent, "production", 600, None)
+    session = profiling.start(agent, "production", 600, None)
+    dashboard = client_for(viewer).get(reverse("dashboard:agent", args=["pay-bot"])).content.decode()
+    assert f"being profiled in production until {session.expires_at:%H:%M} UTC" in dashboard
     assert (
         "profiling</span> since"
         in client_for(viewer).get(reverse("interventions:agent", args=["pay-bot"])).content.decode()
