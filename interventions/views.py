@@ -55,6 +55,17 @@ def _post_items(request: HttpRequest) -> list[tuple[str, str]]:
     return [(k, v) for k, values in request.POST.lists() if k != "csrfmiddlewaretoken" for v in values]
 
 
+# htmx stops polling an element when it answers 286 (the fragment is still swapped in).
+STOP_POLLING = 286
+
+
+def _live_render(request: HttpRequest, fragment: str, page: str, context: dict[str, Any]) -> HttpResponse:
+    """A page whose part polls while its work runs: the poll gets the fragment, and the last one says stop."""
+    if not request.headers.get("HX-Request"):
+        return render(request, page, context)
+    return render(request, fragment, context, status=200 if context["live"] else STOP_POLLING)
+
+
 def _confirm(request: HttpRequest, preview: Any, cancel_url: str, label: str) -> HttpResponse:
     context = {
         "preview": preview,
@@ -489,8 +500,7 @@ def load_test_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "may_act": request.user.has_perm("interventions.change_loadtest"),
         "page_title": f"Load test of {test.agent.slug} ({test.environment})",
     }
-    template = "interventions/_load_test.html" if request.headers.get("HX-Request") else "interventions/load_test.html"
-    return render(request, template, context)
+    return _live_render(request, "interventions/_load_test.html", "interventions/load_test.html", context)
 
 
 @require_POST
@@ -592,8 +602,7 @@ def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
     report = get_object_or_404(Report.objects.visible_to(request.user).defer("content"), pk=pk)
     context = {"report": report, "live": report.status in (Report.Status.QUEUED, Report.Status.RUNNING)}
     context["page_title"] = report.title
-    template = "interventions/_report.html" if request.headers.get("HX-Request") else "interventions/report.html"
-    return render(request, template, context)
+    return _live_render(request, "interventions/_report.html", "interventions/report.html", context)
 
 
 @require_GET

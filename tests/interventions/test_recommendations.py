@@ -32,7 +32,7 @@ def test_applying_from_the_page_shows_before_and_after_then_adds_a_version(recom
     client = Client()
     client.force_login(engineer)
     page = client.get(reverse("interventions:agent", args=["pay-bot"])).content.decode()
-    assert "<code>prompt_cache</code> False → <strong>True</strong>" in page
+    assert "<code>prompt_cache</code> off → <strong>on</strong>" in page
     url = reverse("interventions:recommendation-apply", args=[recommendation.pk])
     preview = client.post(url).content.decode()
     assert "off → on" in preview
