@@ -160,10 +160,44 @@ class RegressionFlagAdmin(DepartmentScopedAdmin):
         "decided_at",
         "dismiss_reason",
     ]
-    actions = ["confirm_flags"]
+    actions = ["confirm_flags", "dismiss_flags"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # flagged from the version chart, the agent's page or the API, with evidence computed
+
+    @admin.action(description="Dismiss the selected regressions as false positives (with a reason)")
+    def dismiss_flags(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        if not request.user.has_perm("interventions.change_regressionflag"):
+            self.message_user(request, "Your role may not decide regressions.", messages.ERROR)
+            return None
+        pending = list(queryset.filter(status=RegressionFlag.Status.SUSPECTED).select_related("agent"))
+        reason = request.POST.get("reason", "").strip()
+        if request.POST.get("_confirmed") and reason:
+            done = 0
+            for flagged in pending:
+                try:
+                    regressions.dismiss(flagged, request.user, reason)
+                    done += 1
+                except regressions.NotPending:
+                    continue
+            self.message_user(request, f"Dismissed {done} regression flag(s).", messages.SUCCESS)
+            return None
+        from slos.confirm import Preview
+
+        preview = Preview(f"Dismiss {len(pending)} regression flag(s)")
+        preview.facts = [(f"{f.agent.slug} {f.version} ({f.environment})", f.summary) for f in pending]
+        if request.POST.get("_confirmed"):
+            preview.warnings.append("Say why they are false positives.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Confirm: dismiss regressions",
+            "preview": preview,
+            "action": "dismiss_flags",
+            "selected": [f.pk for f in pending],
+            "ask_reason": True,
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -227,15 +261,60 @@ class RecommendationAdmin(DepartmentScopedAdmin):
     list_filter = ["status", "environment"]
     search_fields = ["agent__slug", "title"]
     list_select_related = ["agent", "decided_by"]
+    readonly_fields = [f.name for f in Recommendation._meta.fields]
+    actions = ["apply_selected", "dismiss_selected"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def _decide(self, request: HttpRequest, queryset: Any, action: str) -> HttpResponse | None:
+        if not request.user.has_perm("interventions.add_agentconfig"):
+            self.message_user(request, "Your role may not change configurations.", messages.ERROR)
+            return None
+        open_ones = list(queryset.filter(status=Recommendation.Status.OPEN).select_related("agent"))
+        if request.POST.get("_confirmed"):
+            done = 0
+            for item in open_ones:
+                try:
+                    if action == "apply_selected":
+                        configs.apply_recommendation(item, request.user)
+                        done += 1
+                    else:
+                        done += configs.dismiss_recommendation(item, request.user)
+                except configs.NoChange:
+                    continue
+            verb = "Applied" if action == "apply_selected" else "Dismissed"
+            self.message_user(request, f"{verb} {done} recommendation(s).", messages.SUCCESS)
+            return None
+        from slos.confirm import Preview
+
+        verb = "Apply" if action == "apply_selected" else "Dismiss"
+        preview = Preview(f"{verb} {len(open_ones)} recommendation(s)")
+        preview.facts = [
+            (f"{item.agent.slug} ({item.environment})", f"{item.title}: {item.changes}") for item in open_ones
+        ]
+        if action == "apply_selected":
+            preview.warnings.append("Each becomes a new configuration version; revert it from the agent's history.")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Confirm: {verb.lower()} recommendations",
+            "preview": preview,
+            "action": action,
+            "selected": [item.pk for item in open_ones],
+        }
+        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+
+    @admin.action(description="Apply the selected recommendations (new configuration versions)")
+    def apply_selected(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        return self._decide(request, queryset, "apply_selected")
+
+    @admin.action(description="Dismiss the selected recommendations")
+    def dismiss_selected(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
+        return self._decide(request, queryset, "dismiss_selected")
 
 
 @admin.register(LoadTest)

@@ -84,8 +84,10 @@ def describe(found: dict[str, Any], version: str) -> str:
     changes = found.get("changes")
     cand = found["candidate"]
     if not changes:
-        errors = (cand["error_rate"] or 0) * 100
-        return f"{version}: p95 {cand['p95_ms'] or 0:,.0f} ms, {errors:.2f}% errors (no earlier version to compare)."
+        if cand.get("p95_ms") is None:
+            return f"{version}: no requests of it to judge yet."
+        errors = (cand.get("error_rate") or 0) * 100
+        return f"{version}: p95 {cand['p95_ms']:,.0f} ms, {errors:.2f}% errors (no earlier version to compare)."
     base = found["baseline"]
     parts = []
     if changes["p95_ms"] is not None:
