@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from perfops import health
+from perfops.analytics.api import VersionGateView
 
 admin.site.site_header = "perfops"
 admin.site.site_title = "perfops"
@@ -22,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("perfops.telemetry.urls")),
     path("api/v1/", include("slos.api_urls")),
     path("api/v1/", include("interventions.api_urls")),
+    path("api/v1/gates/version", VersionGateView.as_view(), name="api-gate-version"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include("perfops.telemetry.otlp_urls")),

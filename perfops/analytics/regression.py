@@ -33,6 +33,9 @@ ALPHA = 0.01
 MIN_SHIFT = 1.07  # smaller typical shifts are within the day-to-day drift of an agent (a few %)
 MIN_P95_RATIO = 1.10
 MIN_ERROR_POINTS = 0.5
+# The hour-of-day curve needs most of the day in the history, and never moves latency by more than 3x.
+MIN_HOURS_COVERED = 18
+MAX_HOUR_EFFECT = math.log(3.0)
 HL_SAMPLE = 1500  # pairs for the Hodges-Lehmann estimate: 1,500 x 1,500 differences
 
 
@@ -65,8 +68,9 @@ def hour_profile(history: Sample, min_requests: int = 200) -> np.ndarray:
     """
     ok = ~history.failed & (history.latency_ms > 0)
     logs, hours = np.log(history.latency_ms[ok]), history.hour[ok].astype(np.float64)
-    if len(logs) < min_requests:
-        return np.zeros(24)
+    covered = int((np.bincount(history.hour[ok], minlength=24) >= 10).sum())
+    if len(logs) < min_requests or covered < MIN_HOURS_COVERED:
+        return np.zeros(24)  # a curve fitted to part of the day would invent the rest
     low, high = np.quantile(logs, [0.01, 0.99])
     keep = (logs >= low) & (logs <= high)
     logs, hours = logs[keep], hours[keep]
@@ -77,7 +81,7 @@ def hour_profile(history: Sample, min_requests: int = 200) -> np.ndarray:
 
     coefficients, *_ = np.linalg.lstsq(design(hours), logs, rcond=None)
     curve = design(np.arange(24, dtype=np.float64)) @ coefficients
-    return curve - curve.mean()
+    return np.clip(curve - curve.mean(), -MAX_HOUR_EFFECT, MAX_HOUR_EFFECT)
 
 
 @dataclass
