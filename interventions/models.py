@@ -457,3 +457,30 @@ class Report(models.Model):
     @property
     def filename(self) -> str:
         return f"perfops-report-{self.pk}-{self.created_at:%Y%m%dT%H%MZ}.{self.format}"
+
+
+class VersionCheck(models.Model):
+    """The analytics' verdict on a new version against the one before it (pass, fail, insufficient).
+
+    One per agent, environment and version: "insufficient" is re-checked as requests arrive, a final
+    verdict is kept, so a dismissed flag is not raised again by the next run.
+    """
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="version_checks")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    version = models.CharField(max_length=64)
+    baseline_version = models.CharField(max_length=64, blank=True)
+    verdict = models.CharField(max_length=12)
+    evidence = models.JSONField(default=dict)
+    checked_at = models.DateTimeField()
+
+    objects = AgentScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-checked_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "environment", "version"], name="versioncheck_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} {self.version} ({self.environment}): {self.verdict}"

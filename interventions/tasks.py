@@ -36,3 +36,11 @@ def generate_report(report_id: int) -> str:
     from interventions import reports
 
     return reports.generate(report_id)
+
+
+@shared_task(time_limit=600, soft_time_limit=570)
+def check_new_versions() -> dict[str, int]:
+    """Judge each new version against the one before it and flag regressions (every 10 minutes)."""
+    from perfops.analytics import detect
+
+    return detect.check_new_versions()

@@ -230,6 +230,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-profiling": {"task": "interventions.tasks.sweep_profiling", "schedule": 60.0},
     # Load tests are also enqueued for their time; this starts any whose task was lost.
     "start-due-load-tests": {"task": "interventions.tasks.start_due_load_tests", "schedule": 30.0},
+    # New versions are judged against the one before them; regressions are flagged for an engineer.
+    "check-new-versions": {"task": "interventions.tasks.check_new_versions", "schedule": 600.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------
