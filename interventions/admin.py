@@ -9,7 +9,6 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 
 from interventions import configs, loadtest, profiling, regressions
 from interventions.confirm import describe, describe_config
@@ -22,7 +21,7 @@ from interventions.models import (
     Recommendation,
     RegressionFlag,
 )
-from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
+from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin, confirm_action
 
 
 class InterventionAdmin(ConfirmedChangeAdmin):
@@ -75,15 +74,8 @@ class AgentConfigAdmin(InterventionAdmin):
             return None
         candidate = AgentConfig(agent=target.agent, environment=target.environment, **target.settings_dict())
         candidate.note = f"revert to v{target.version}"
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Confirm: revert {target.agent.slug} to v{target.version}",
-            "preview": describe_config(candidate, request.user),
-            "action": "revert_to",
-            "selected": [target.pk],
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        title = f"Confirm: revert {target.agent.slug} to v{target.version}"
+        return confirm_action(self, request, title, describe_config(candidate, request.user), "revert_to", [target.pk])
 
 
 @admin.register(ProfilingSession)
@@ -125,15 +117,9 @@ class ProfilingSessionAdmin(InterventionAdmin):
         ]
         if not active:
             preview.warnings.append("None of the selected sessions is active.")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Confirm: stop profiling",
-            "preview": preview,
-            "action": "stop_now",
-            "selected": [session.pk for session in active],
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        return confirm_action(
+            self, request, "Confirm: stop profiling", preview, "stop_now", [session.pk for session in active]
+        )
 
 
 @admin.register(RegressionFlag)
@@ -188,16 +174,15 @@ class RegressionFlagAdmin(DepartmentScopedAdmin):
         preview.facts = [(f"{f.agent.slug} {f.version} ({f.environment})", f.summary) for f in pending]
         if request.POST.get("_confirmed"):
             preview.warnings.append("Say why they are false positives.")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Confirm: dismiss regressions",
-            "preview": preview,
-            "action": "dismiss_flags",
-            "selected": [f.pk for f in pending],
-            "ask_reason": True,
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        return confirm_action(
+            self,
+            request,
+            "Confirm: dismiss regressions",
+            preview,
+            "dismiss_flags",
+            [f.pk for f in pending],
+            ask_reason=True,
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -224,15 +209,7 @@ class RegressionFlagAdmin(DepartmentScopedAdmin):
         preview.facts = [(f"{f.agent.slug} {f.version} ({f.environment})", f.summary) for f in pending]
         if not pending:
             preview.warnings.append("None of the selected flags is still suspected.")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Confirm: regressions",
-            "preview": preview,
-            "action": "confirm_flags",
-            "selected": [f.pk for f in pending],
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        return confirm_action(self, request, "Confirm: regressions", preview, "confirm_flags", [f.pk for f in pending])
 
 
 @admin.register(Incident)
@@ -298,15 +275,9 @@ class RecommendationAdmin(DepartmentScopedAdmin):
         ]
         if action == "apply_selected":
             preview.warnings.append("Each becomes a new configuration version; revert it from the agent's history.")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Confirm: {verb.lower()} recommendations",
-            "preview": preview,
-            "action": action,
-            "selected": [item.pk for item in open_ones],
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        return confirm_action(
+            self, request, f"Confirm: {verb.lower()} recommendations", preview, action, [item.pk for item in open_ones]
+        )
 
     @admin.action(description="Apply the selected recommendations (new configuration versions)")
     def apply_selected(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:
@@ -358,15 +329,7 @@ class LoadTestAdmin(InterventionAdmin):
         ]
         if not chosen:
             preview.warnings.append(f"None of the selected tests is {wanted}.")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Confirm: load tests",
-            "preview": preview,
-            "action": action,
-            "selected": [test.pk for test in chosen],
-        }
-        return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
+        return confirm_action(self, request, "Confirm: load tests", preview, action, [test.pk for test in chosen])
 
     @admin.action(description="Cancel the selected scheduled tests (they send nothing)")
     def cancel_tests(self, request: HttpRequest, queryset: Any) -> HttpResponse | None:

@@ -115,3 +115,26 @@ class ConfirmedChangeAdmin(DepartmentScopedAdmin):
                 }
                 return TemplateResponse(request, self.confirm_template, context)
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+def confirm_action(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    title: str,
+    preview: Any,
+    action: str,
+    selected: list[Any],
+    *,
+    ask_reason: bool = False,
+) -> TemplateResponse:
+    """The confirmation page of an admin action: what it will do; confirming re-posts the action."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "preview": preview,
+        "action": action,
+        "selected": selected,
+        "ask_reason": ask_reason,
+    }
+    return TemplateResponse(request, "admin/perfops/confirm_action.html", context)
