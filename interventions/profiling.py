@@ -9,13 +9,13 @@ Redis may redeliver or lose.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -94,28 +94,29 @@ def sweep(now: datetime | None = None) -> int:
 
 # --- ingest marks profiled traces ------------------------------------------------------------------
 
-_ACTIVE_TTL_S = 1.0
-_active: tuple[float, dict[tuple[int, str], list[tuple[datetime, datetime]]]] = (-1e9, {})
+# Active sessions are kept in the Django cache (Redis in production) for a few seconds, so ingest does
+# not query for them per request; starting or ending a session drops the entry at once.
+ACTIVE_KEY = "interventions:profiling:active"
+ACTIVE_TTL_S = 10
 
 
 def forget_active() -> None:
-    global _active
-    _active = (-1e9, {})
+    cache.delete(ACTIVE_KEY)
 
 
 def active_windows() -> dict[tuple[int, str], list[tuple[datetime, datetime]]]:
-    """{(agent id, environment): [(start, end)]} of active sessions, remembered for a second per process."""
-    global _active
-    clock = time.monotonic()
-    if clock - _active[0] < _ACTIVE_TTL_S:
-        return _active[1]
+    """{(agent id, environment): [(start, end)]} of active sessions (cached for ACTIVE_TTL_S)."""
+    found: dict[tuple[int, str], list[tuple[datetime, datetime]]] | None = cache.get(ACTIVE_KEY)
+    if found is not None:
+        return found
     windows: dict[tuple[int, str], list[tuple[datetime, datetime]]] = defaultdict(list)
     for agent_id, environment, started, expires in ProfilingSession.objects.filter(
         status=ProfilingSession.Status.ACTIVE
     ).values_list("agent_id", "environment", "started_at", "expires_at"):
         windows[(agent_id, environment)].append((started, expires))
-    _active = (clock, dict(windows))
-    return _active[1]
+    found = dict(windows)
+    cache.set(ACTIVE_KEY, found, ACTIVE_TTL_S)
+    return found
 
 
 def profiled(agent_id: int, environment: str, started_at: datetime) -> bool:

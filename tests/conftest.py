@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from interventions.profiling import forget_active as forget_active_profiling
 from perfops.access.authentication import forget_token_memo
 from perfops.access.roles import Role
 from perfops.telemetry.ingest.store import forget_ingest_memos
@@ -20,10 +21,12 @@ def _fresh_process_memos():
     forget_known_partitions()
     forget_ingest_memos()
     forget_token_memo()
+    forget_active_profiling()
     yield
     forget_known_partitions()
     forget_ingest_memos()
     forget_token_memo()
+    forget_active_profiling()
 
 
 @pytest.fixture
