@@ -76,19 +76,8 @@ PREVIEW = extend_schema(
 )
 
 
-@extend_schema_view(
-    list=extend_schema(summary="SLOs of your departments"),
-    create=extend_schema(summary="Create an SLO (its four burn-rate rules come with it)"),
-    destroy=extend_schema(summary="Delete an SLO and its alert rules"),
-)
-@extend_schema(tags=["slos"])
-class SLOViewSet(ConfiguredViewSet):
-    queryset = SLO.objects.select_related("department", "team", "agent", "created_by").prefetch_related("alert_rules")
-    serializer_class = SLOSerializer
-    filterset_fields = ["scope", "environment", "kind"]
-
-    def get_queryset(self) -> Any:
-        return self.queryset.visible_to(self.request.user)
+class PreviewableViewSet(ConfiguredViewSet):
+    """Adds `POST .../preview`: what a create would mean today, for anyone who may read (nothing is stored)."""
 
     @PREVIEW
     @action(detail=False, methods=["post"], url_path="preview")
@@ -99,6 +88,21 @@ class SLOViewSet(ConfiguredViewSet):
         if self.action == "preview":
             return [ReadScope()]
         return list(super().get_permissions())
+
+
+@extend_schema_view(
+    list=extend_schema(summary="SLOs of your departments"),
+    create=extend_schema(summary="Create an SLO (its four burn-rate rules come with it)"),
+    destroy=extend_schema(summary="Delete an SLO and its alert rules"),
+)
+@extend_schema(tags=["slos"])
+class SLOViewSet(PreviewableViewSet):
+    queryset = SLO.objects.select_related("department", "team", "agent", "created_by").prefetch_related("alert_rules")
+    serializer_class = SLOSerializer
+    filterset_fields = ["scope", "environment", "kind"]
+
+    def get_queryset(self) -> Any:
+        return self.queryset.visible_to(self.request.user)
 
     @extend_schema(summary="The SLO's error budget now", responses={200: PreviewSerializer})
     @action(detail=True, methods=["get"])
@@ -178,7 +182,7 @@ class SLOViewSet(ConfiguredViewSet):
 
 
 @extend_schema(tags=["slos"])
-class AlertRuleViewSet(ConfiguredViewSet):
+class AlertRuleViewSet(PreviewableViewSet):
     queryset = AlertRule.objects.select_related("department", "team", "agent", "slo", "budget", "created_by")
     serializer_class = AlertRuleSerializer
     filterset_fields = ["metric", "severity", "state", "enabled", "environment", "slo", "budget"]
@@ -192,16 +196,6 @@ class AlertRuleViewSet(ConfiguredViewSet):
             raise serializers.ValidationError({"detail": "A budget's rules go with the budget: delete the budget."})
         super().perform_destroy(instance)
 
-    @PREVIEW
-    @action(detail=False, methods=["post"], url_path="preview")
-    def preview(self, request: Request) -> Response:
-        return self._preview(request)
-
-    def get_permissions(self) -> list[Any]:
-        if self.action == "preview":
-            return [ReadScope()]
-        return list(super().get_permissions())
-
 
 @extend_schema(tags=["slos"])
 class NotificationChannelViewSet(ConfiguredViewSet):
@@ -213,7 +207,7 @@ class NotificationChannelViewSet(ConfiguredViewSet):
 
 
 @extend_schema(tags=["slos"])
-class PerformanceBudgetViewSet(ConfiguredViewSet):
+class PerformanceBudgetViewSet(PreviewableViewSet):
     queryset = PerformanceBudget.objects.select_related("department", "team", "created_by").prefetch_related(
         "alert_rules"
     )
@@ -222,16 +216,6 @@ class PerformanceBudgetViewSet(ConfiguredViewSet):
 
     def get_queryset(self) -> Any:
         return self.queryset.visible_to(self.request.user)
-
-    @PREVIEW
-    @action(detail=False, methods=["post"], url_path="preview")
-    def preview(self, request: Request) -> Response:
-        return self._preview(request)
-
-    def get_permissions(self) -> list[Any]:
-        if self.action == "preview":
-            return [ReadScope()]
-        return list(super().get_permissions())
 
     @extend_schema(
         summary="The budget's use now and per day over the last 30 days",

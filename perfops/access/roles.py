@@ -18,6 +18,25 @@ class Role(models.TextChoices):
     VIEWER = "viewers", "Viewer"
 
 
+# Engineers and managers act on agents alike: configuration, profiling, regressions, load tests.
+ACTING_ON_AGENTS = (
+    "view_agentconfig",
+    "add_agentconfig",
+    "view_profilingsession",
+    "add_profilingsession",
+    "change_profilingsession",
+    "view_regressionflag",
+    "add_regressionflag",
+    "change_regressionflag",
+    "view_incident",
+    "change_incident",
+    "view_recommendation",
+    "change_recommendation",
+    "view_loadtest",
+    "add_loadtest",
+    "change_loadtest",
+)
+
 # Model permissions each role's group holds ("app_label.codename" without the action prefix).
 ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
     Role.VIEWER: {
@@ -66,23 +85,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "view_notificationchannel",
             "view_performancebudget",
         ),
-        "interventions": (
-            "view_agentconfig",
-            "add_agentconfig",
-            "view_profilingsession",
-            "add_profilingsession",
-            "change_profilingsession",
-            "view_regressionflag",
-            "add_regressionflag",
-            "change_regressionflag",
-            "view_incident",
-            "change_incident",
-            "view_recommendation",
-            "change_recommendation",
-            "view_loadtest",
-            "add_loadtest",
-            "change_loadtest",
-        ),
+        "interventions": ACTING_ON_AGENTS,
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
     Role.MANAGER: {
@@ -126,23 +129,7 @@ ROLE_PERMISSIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "change_performancebudget",
             "delete_performancebudget",
         ),
-        "interventions": (
-            "view_agentconfig",
-            "add_agentconfig",
-            "view_profilingsession",
-            "add_profilingsession",
-            "change_profilingsession",
-            "view_regressionflag",
-            "add_regressionflag",
-            "change_regressionflag",
-            "view_incident",
-            "change_incident",
-            "view_recommendation",
-            "change_recommendation",
-            "view_loadtest",
-            "add_loadtest",
-            "change_loadtest",
-        ),
+        "interventions": ACTING_ON_AGENTS,
         "access": ("view_apitoken", "add_apitoken", "change_apitoken"),
     },
 }
