@@ -294,11 +294,14 @@ class Recommendation(models.Model):
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="recommendations")
     environment = models.CharField(max_length=16, choices=Environment.choices)
+    # What the analytics proposed ("prompt_cache", "timeout", "concurrency"); empty for one written by hand.
+    kind = models.CharField(max_length=16, blank=True, editable=False)
     title = models.CharField(max_length=200)
     rationale = models.TextField(help_text="The evidence, with its numbers.")
-    expected_effect = models.CharField(max_length=300, blank=True)
+    expected_effect = models.CharField(max_length=600, blank=True)
     # {"setting": value, ...}: only AgentConfig.SETTINGS
     changes = models.JSONField()
+    evidence = models.JSONField(default=dict, blank=True, editable=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_by = models.ForeignKey(

@@ -251,5 +251,15 @@ def change_points(filters: MetricFilters, user: Any) -> list[Marker]:
 
 
 def root_cause(trace: Any) -> str | None:
-    """One sentence on why this request was slow (the root-cause column of 4.4). The analytics fill this."""
-    return None
+    """One sentence on why this request was slow (the root-cause column of 4.4), against its agent's baseline."""
+    from perfops.analytics.causes import request_cause
+
+    cause = request_cause(trace)
+    return None if cause is None else cause.sentence
+
+
+def slowdown(filters: MetricFilters, user: Any, now: datetime) -> str | None:
+    """Why the scope is slower than in the window before, by phase and call (the phase breakdown's note)."""
+    from perfops.analytics.causes import scope_shift
+
+    return scope_shift(filters, user, now)

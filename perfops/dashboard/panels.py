@@ -994,6 +994,7 @@ def build_phases(ctx: Context) -> dict[str, Any]:
             f"Mean time per request in each phase over {result['traces']:,} requests.",
             f"Cache hits: {_rate(ctx.query().summary(qs=())['cache_hit_rate'])} of these requests"
             " (response, prompt or embedding cache, as the traces report them).",
+            *([shift] if (shift := overlays.slowdown(ctx.filters, ctx.user, ctx.now)) else []),
         ],
     }
 
@@ -1225,7 +1226,10 @@ def build_slow(ctx: Context) -> dict[str, Any]:
         "columns": columns,
         "phase_names": [{"name": n, "colour": fig.colour(i)} for i, n in enumerate(phase_names)],
         "csv": ctx.link("dashboard:slow-csv", sort=column, order="desc" if descending else "asc"),
-        "notes": ["Root-cause suggestions will fill the last column once the analytics are in place."],
+        "notes": [
+            "Root cause: the phase or call with the most time over its agent's p50 (its successful requests "
+            "of the day before), as a share of the request's own excess."
+        ],
     }
 
 

@@ -86,6 +86,8 @@ class SlowRequests:
 
 def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int = SLOW_LIMIT) -> SlowRequests:
     """The `limit` slowest requests in the window, slowest first."""
+    from perfops.dashboard import overlays
+
     scope = resolve_scope(filters, user)
     start, end = filters.window(now)
     found = (
@@ -104,6 +106,7 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
             "error_type",
             "model",
             "phases",
+            "dependencies",
         )
         .order_by("-latency_ms")[:limit]
     )
@@ -127,6 +130,7 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
                 "error_type": trace.error_type,
                 "model": trace.model,
                 "phases": phases,
+                "root_cause": overlays.root_cause(trace) or "",
             }
         )
     return SlowRequests(rows=rows, phase_names=list(phase_names))
@@ -153,13 +157,14 @@ def slow_requests_csv(result: SlowRequests) -> str:
     """The slow-request table as CSV: one row per request, one column per phase."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trace_id", *SLOW_COLUMNS, *(f"phase_{name}_ms" for name in result.phase_names)])
+    writer.writerow(["trace_id", *SLOW_COLUMNS, *(f"phase_{name}_ms" for name in result.phase_names), "root_cause"])
     for row in result.rows:
         writer.writerow(
             [
                 csv_safe(row["trace_id"]),
                 *(csv_safe(row[key]) for key in SLOW_COLUMNS),
                 *(csv_safe(row["phases"].get(name, "")) for name in result.phase_names),
+                csv_safe(row.get("root_cause", "")),
             ]
         )
     return out.getvalue()
