@@ -1,6 +1,6 @@
 """`make bench`: the performance benchmarks, run against PostgreSQL on this machine.
 
-    python bench/run.py [ingest] [metrics] [dashboard] [alerts] [--seconds 20] [--workers 2] [--reuse]
+    python bench/run.py [ingest] [metrics] [dashboard] [alerts] [analytics] [--seconds 20] [--workers 2] [--reuse]
 
 Each benchmark prints its figures and writes them as JSON to bench/results/.
 """
@@ -16,11 +16,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alerts
+import analytics
 import dashboard
 import ingest
 import metrics
 
-BENCHMARKS = {"ingest": ingest.run, "metrics": metrics.run, "dashboard": dashboard.run, "alerts": alerts.run}
+BENCHMARKS = {
+    "ingest": ingest.run,
+    "metrics": metrics.run,
+    "dashboard": dashboard.run,
+    "alerts": alerts.run,
+    "analytics": analytics.run,
+}
 
 
 def main() -> int:

@@ -44,3 +44,19 @@ def check_new_versions() -> dict[str, int]:
     from perfops.analytics import detect
 
     return detect.check_new_versions()
+
+
+@shared_task(time_limit=1200, soft_time_limit=1140)
+def flag_change_points() -> dict[str, int]:
+    """Flag steps in each busy agent's hourly latency and error series of the last two days (hourly)."""
+    from perfops.analytics import changes
+
+    return changes.flag_recent()
+
+
+@shared_task(time_limit=1200, soft_time_limit=1140)
+def generate_recommendations() -> dict[str, int]:
+    """Write configuration recommendations for each busy agent from its own evidence (hourly)."""
+    from perfops.analytics import advisor
+
+    return advisor.recommend_all()

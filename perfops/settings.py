@@ -232,6 +232,8 @@ CELERY_BEAT_SCHEDULE = {
     "start-due-load-tests": {"task": "interventions.tasks.start_due_load_tests", "schedule": 30.0},
     # New versions are judged against the one before them; regressions are flagged for an engineer.
     "check-new-versions": {"task": "interventions.tasks.check_new_versions", "schedule": 600.0},
+    "flag-change-points": {"task": "interventions.tasks.flag_change_points", "schedule": 3600.0},
+    "generate-recommendations": {"task": "interventions.tasks.generate_recommendations", "schedule": 3600.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ def value_of(rule: AlertRule, user: Any, now: datetime) -> float | None:
 
         return budgets.status(rule.budget, user, now).consumed
     filters = rule.scope_filters(now - window, now, **rule.filters)
+    if metric == AlertRule.Metric.CAPACITY:
+        from perfops.analytics import capacity
+
+        return capacity.days_until(filters, user, now, rule.utilization or 1.0)
     quantile = rule.quantile or 0.5
     summary = MetricsQuery(filters, user, now=now).summary(qs=(quantile,))
     if metric == AlertRule.Metric.THROUGHPUT:

@@ -86,6 +86,7 @@ class AlertRuleForm(ScopedForm):
             "name",
             "metric",
             "quantile",
+            "utilization",
             *SCOPE_FIELDS,
             "comparison",
             "threshold",
@@ -99,7 +100,9 @@ class AlertRuleForm(ScopedForm):
             "enabled",
         ]
         help_texts = {
-            "threshold": "In the metric's unit: ms, x (burn rate), a share 0..1 (error rate, budget), req/s.",
+            "threshold": (
+                "In the metric's unit: ms, x (burn rate), a share 0..1 (error rate, budget), req/s, days (capacity)."
+            ),
             "pending_s": "The condition must hold this long before the rule fires.",
             "keep_firing_s": "The rule resolves only after the condition has failed this long.",
         }
@@ -112,7 +115,7 @@ class AlertRuleForm(ScopedForm):
         owned = self.instance.pk is not None and self.instance.owner is not None
         if owned:
             # A rule of an SLO or a budget watches its owner's scope with its owner's metric.
-            for name in (*SCOPE_FIELDS, "metric", "quantile"):
+            for name in (*SCOPE_FIELDS, "metric", "quantile", "utilization"):
                 self.fields[name].disabled = True
             for key in AlertRule.FILTER_KEYS:
                 self.fields[f"filter_{key}"].disabled = True

@@ -15,6 +15,10 @@ from perfops.metrics.filters import MetricFilters
 from perfops.telemetry.choices import Environment
 from perfops.telemetry.models import Agent, Department, Team
 
+# Capacity rules: the forecast is fitted on 28 days of hourly throughput and looks 30 days ahead.
+CAPACITY_HISTORY_S = 28 * 86400
+CAPACITY_REACH_DAYS = 30
+
 
 class ScopedQuerySet(models.QuerySet[Any]):
     def visible_to(self, user: Any) -> Any:
@@ -306,6 +310,7 @@ class AlertRule(Scoped):
         ERROR_RATE = "error_rate", "Error rate (share of requests)"
         THROUGHPUT = "throughput", "Throughput (requests/s)"
         PERF_BUDGET = "perf_budget", "Performance budget consumed (share)"
+        CAPACITY = "capacity", "Days until the throughput forecast reaches a share of capacity"
 
     class Comparison(models.TextChoices):
         GTE = "gte", "at or above"
@@ -335,6 +340,12 @@ class AlertRule(Scoped):
         blank=True,
         validators=[MinValueValidator(0.5), MaxValueValidator(0.999)],
         help_text="Latency rules: which percentile, e.g. 0.95.",
+    )
+    utilization = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1), MaxValueValidator(1.5)],
+        help_text="Capacity rules: the share of the configured capacity, e.g. 0.8 for 80%.",
     )
     filters = models.JSONField(default=dict, blank=True, help_text="Extra filters: version, intent, tier, status.")
     severity = models.CharField(max_length=8, choices=Severity.choices)
@@ -413,6 +424,8 @@ class AlertRule(Scoped):
             self.window_s = self.budget.window_s
         elif self.metric == self.Metric.BUDGET_CONSUMED and self.slo is not None:
             self.window_s = self.slo.window_days * 86400
+        elif self.metric == self.Metric.CAPACITY:
+            self.window_s = CAPACITY_HISTORY_S  # the history the forecast is fitted on
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -430,6 +443,13 @@ class AlertRule(Scoped):
             errors["budget"] = "Only performance-budget rules belong to a budget."
         if metric == self.Metric.LATENCY and self.quantile is None:
             errors["quantile"] = "A latency rule needs its percentile, e.g. 0.95."
+        if metric == self.Metric.CAPACITY:
+            if self.utilization is None:
+                errors["utilization"] = "A capacity rule needs the share of capacity, e.g. 0.8."
+            if self.comparison != self.Comparison.LTE:
+                errors["comparison"] = "A capacity rule fires when the date is near: 'at or below' a number of days."
+            if self.threshold is not None and self.threshold > CAPACITY_REACH_DAYS:
+                errors["threshold"] = f"The forecast reaches {CAPACITY_REACH_DAYS} days ahead; choose fewer days."
         if metric == self.Metric.BURN_RATE and self.short_window_s is None:
             self.short_window_s = max(60, self.window_s // 12) if self.window_s else None
         if self.short_window_s is not None and self.window_s and self.short_window_s > self.window_s:
@@ -489,8 +509,11 @@ class AlertRule(Scoped):
             self.Metric.ERROR_RATE: "error rate",
             self.Metric.THROUGHPUT: "throughput",
             self.Metric.PERF_BUDGET: "budget consumed",
+            self.Metric.CAPACITY: f"days until {(self.utilization or 0) * 100:g}% of capacity",
         }[self.Metric(self.metric)]
         text = f"{what} {self.get_comparison_display()} {format_value(self.metric, self.threshold)}"
+        if self.metric == self.Metric.CAPACITY:
+            return text + f" (forecast from {span(self.window_s)} of traffic)"
         text += f" over {span(self.window_s)}"
         if self.short_window_s:
             text += f" and {span(self.short_window_s)}"
@@ -533,6 +556,8 @@ def format_value(metric: str, value: float | None) -> str:
         return f"{value * 100:.3g}%"
     if metric == AlertRule.Metric.THROUGHPUT:
         return f"{value:.4g} req/s"
+    if metric == AlertRule.Metric.CAPACITY:
+        return f"not within {CAPACITY_REACH_DAYS} days" if value > CAPACITY_REACH_DAYS else f"{value:.3g} days"
     return f"{value * 100:.3g}% of budget"
 
 

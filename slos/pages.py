@@ -81,7 +81,17 @@ def _scope_initial(request: HttpRequest) -> dict[str, Any]:
     environment = request.GET.get("environment")
     if environment and environment != "all":
         initial["environment"] = environment
-    for key in ("metric", "quantile", "comparison", "threshold", "window_s", "severity", "kind", "threshold_ms"):
+    for key in (
+        "metric",
+        "quantile",
+        "utilization",
+        "comparison",
+        "threshold",
+        "window_s",
+        "severity",
+        "kind",
+        "threshold_ms",
+    ):
         if request.GET.get(key):
             initial[key] = request.GET[key]
     for key in AlertRule.FILTER_KEYS:

@@ -144,6 +144,7 @@ class AlertRuleSerializer(ScopedSerializer):
             "slo",
             "budget",
             "quantile",
+            "utilization",
             "scope",
             "department",
             "team",

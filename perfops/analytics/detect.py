@@ -25,7 +25,7 @@ SYSTEM = SimpleNamespace(is_authenticated=True, is_active=True, is_superuser=Tru
 
 def check_new_versions(now: datetime | None = None) -> dict[str, int]:
     from interventions import regressions
-    from interventions.models import RegressionFlag, VersionCheck
+    from interventions.models import VersionCheck
     from perfops.telemetry.models import Deployment
 
     now = now or timezone.now()
@@ -69,19 +69,27 @@ def check_new_versions(now: datetime | None = None) -> dict[str, int]:
         )
         if decision.verdict == regression.FAIL:
             summary = f"{version} against {before.version}: " + " ".join(decision.reasons)
-            try:
-                regressions.flag(
-                    agent,
-                    environment,
-                    version,
-                    SYSTEM,
-                    source=RegressionFlag.Source.ANALYTICS,
-                    summary=summary,
-                    found=evidence | regressions.evidence(agent, environment, version, SYSTEM, now),
-                )
-                counts["flagged"] += 1
-            except regressions.AlreadyFlagged:
-                pass
+            counts["flagged"] += raise_flag(agent, environment, version, summary, evidence, now)
     if counts["checked"]:
         logger.info("version checks: %s", counts)
     return counts
+
+
+def raise_flag(agent: Any, environment: str, version: str, summary: str, found: dict[str, Any], now: datetime) -> bool:
+    """A suspected flag raised by the analytics, with the version's metrics beside `found`; False if one is open."""
+    from interventions import regressions
+    from interventions.models import RegressionFlag
+
+    try:
+        regressions.flag(
+            agent,
+            environment,
+            version,
+            SYSTEM,
+            source=RegressionFlag.Source.ANALYTICS,
+            summary=summary[:300],
+            found=found | regressions.evidence(agent, environment, version, SYSTEM, now),
+        )
+    except regressions.AlreadyFlagged:
+        return False
+    return True

@@ -2,11 +2,12 @@
 
 Pure: arrays in, proposals out. Three rules, each a claim that the numbers must support:
 
-- Prompt caching: the LLM dominates latency (its median share of a request >= 50%) and few requests
-  hit a cache (< 20%), with prompt caching off. The expected effect is measured from the agent's own
-  cached and uncached requests when it has at least 30 of each; otherwise it says it cannot be.
-- Timeout: timeouts are frequent (>= 0.5% of requests, >= 20) and cluster at one cut-off (their
-  latencies within 5% of their median), and the successful requests run right up to it, as a
+- Prompt caching: the LLM dominates latency (its median share of a request >= 60%) and few requests
+  hit a cache (< 15%), with prompt caching off, over at least 300 successful requests. The expected
+  effect is measured from the agent's own cached and uncached requests when it has at least 30 of
+  each; otherwise it says it cannot be.
+- Timeout: timeouts are frequent (>= 0.5% of requests, >= 20) and cluster at one cut-off (the middle
+  half of their latencies within 5% of their median), and the successful requests run right up to it, as a
   continuous tail would: a lognormal fitted to all requests (timeouts as right-censored at the cut-off)
   predicts how many requests finish between the cut-off and a higher one. When requests stop well
   before the cut-off (timeouts are hangs, not a tail: the fit predicts under a third of the observed
@@ -28,8 +29,9 @@ from scipy import optimize, stats
 
 PROMPT_CACHE, TIMEOUT, CONCURRENCY = "prompt_cache", "timeout", "concurrency"
 
-LLM_SHARE = 0.5
-LOW_HIT_RATE = 0.2
+LLM_SHARE = 0.6
+LOW_HIT_RATE = 0.15
+MIN_CACHE_REQUESTS = 300
 MIN_CACHE_GROUP = 30
 MIN_TIMEOUTS = 20
 TIMEOUT_SHARE = 0.005
@@ -66,7 +68,7 @@ def prompt_caching(
         np.asarray(llm_ms, float),
         np.asarray(cache_hit, bool),
     )
-    if prompt_cache_on or len(latency_ms) < 100:
+    if prompt_cache_on or len(latency_ms) < MIN_CACHE_REQUESTS:
         return None
     share = float(np.median(np.clip(llm_ms / np.maximum(latency_ms, 1e-9), 0.0, 1.0)))
     hit_rate = float(cache_hit.mean())

@@ -163,6 +163,7 @@ PANEL_METRICS = {
     "latency": ("latency", "perf_budget"),
     "errors": ("error_rate",),
     "throughput": ("throughput",),
+    "capacity": ("capacity",),
 }
 
 
@@ -197,21 +198,29 @@ def alert_states(filters: MetricFilters, user: Any) -> dict[str, list[AlertState
     return out
 
 
-def capacity_forecast(filters: MetricFilters, user: Any) -> dict[str, Any] | None:
-    """The 7-day throughput forecast band and the dates 80% / 100% of capacity are reached (chart 4.11)."""
-    return None
+def capacity_forecast(filters: MetricFilters, user: Any, now: datetime) -> Any:
+    """The throughput forecast with its band and the dates 80% / 100% of capacity are reached (chart 4.11).
+
+    A `perfops.analytics.capacity.Outlook`, or None with under 3 days of traffic.
+    """
+    from perfops.analytics.capacity import outlook
+
+    return outlook(filters, user, now)
 
 
-def error_anomalies(filters: MetricFilters, user: Any) -> dict[tuple[str, str], str]:
-    """(error type, agent slug) -> why that error rate is anomalous (chart 4.12). The analytics fill this."""
-    return {}
+def error_anomalies(filters: MetricFilters, user: Any, now: datetime) -> dict[tuple[str, str], str]:
+    """(error type, agent slug) -> why its error rate of the last hours is anomalous for that agent (chart 4.12)."""
+    from perfops.analytics.errors import anomalies
+
+    return {key: found.reason for key, found in anomalies(filters, user, now).items()}
 
 
 def change_points(filters: MetricFilters, user: Any) -> list[Marker]:
     """Regression flags (suspected and confirmed) of the shown agents in the window (chart 4.14).
 
     Each sits where its version went out (or where it was flagged, if perfops never saw the version
-    arrive). The analytics' detected change points will join them.
+    arrive). On an agent's page the change points detected in its hourly latency and error series join
+    them, where the step is.
     """
     from django.db.models import F
     from django.db.models.functions import Coalesce
@@ -247,7 +256,17 @@ def change_points(filters: MetricFilters, user: Any) -> list[Marker]:
         if start <= at <= end:
             label = f"{flagged.status}: {flagged.agent.slug} {flagged.version}"
             markers.append(Marker(at=at, label=label, evidence=flagged.summary))
-    return markers
+    if filters.agent:
+        from perfops.analytics import changes
+        from perfops.telemetry.models import Agent
+
+        agent = Agent.objects.visible_to(user).filter(slug=filters.agent).first()
+        for environment in filters.environments:
+            for step in changes.detect(agent, environment, user, timezone.now()) if agent is not None else []:
+                if start <= step.at <= end:
+                    what = "p95" if step.metric == "p95" else "errors"
+                    markers.append(Marker(at=step.at, label=f"step in {what} ({environment})", evidence=step.reason))
+    return sorted(markers, key=lambda m: m.at)
 
 
 def root_cause(trace: Any) -> str | None:

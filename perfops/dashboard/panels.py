@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Sum
+import numpy as np
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -27,7 +27,7 @@ from perfops.metrics.cache import cached
 from perfops.metrics.filters import ALL, MetricFilters
 from perfops.metrics.models import FAILED_STATUS_CODES
 from perfops.metrics.query import MetricsQuery, resolve_scope
-from perfops.telemetry.models import Agent, AgentCapacity, Deployment
+from perfops.telemetry.models import Deployment
 
 PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
 PERCENTILE_NAMES = {"p50_ms": "P50", "p95_ms": "P95", "p99_ms": "P99"}
@@ -157,14 +157,10 @@ def _deployment_markers(ctx: Context, start_iso: str, end_iso: str) -> list[dict
 
 def _capacity_rps(ctx: Context) -> tuple[float, int, int]:
     """Summed configured capacity of the agents in scope: (requests/s, agents with one, agents in scope)."""
-    scope = resolve_scope(ctx.filters, ctx.user)
-    if scope.empty:
-        return 0.0, 0, 0
-    capacities = AgentCapacity.objects.filter(environment__in=ctx.filters.environments)
-    agents = Agent.objects.visible_to(ctx.user).filter(traces.agents_of(scope, ""))
-    capacities = capacities.filter(agent__in=agents)
-    total = capacities.aggregate(rps=Sum("requests_per_s"))["rps"] or 0.0
-    return float(total), capacities.values("agent").distinct().count(), agents.count()
+    from perfops.analytics.capacity import configured_capacity
+
+    total, in_scope, configured = configured_capacity(ctx.filters, ctx.user)
+    return total, configured, in_scope
 
 
 def _robust(grid: list[list[float | None]], q: float) -> float | None:
@@ -776,7 +772,7 @@ def build_versions(ctx: Context) -> dict[str, Any]:
     first_seen.sort()
     notes = ["One line per version: its P95. Labels mark where each version's traffic starts."]
     if not overlays.change_points(ctx.filters, ctx.user):
-        notes.append("Regression markers from automatic detection will show here.")
+        notes.append("No regression flag or detected step in this window.")
     return {
         "figure": fig.figure(
             data, fig.layout(y_title="P95 latency (ms)", x_title="time (UTC)", **fig.vertical_markers(first_seen))
@@ -858,7 +854,10 @@ def build_regressions(ctx: Context) -> dict[str, Any]:
     marks = fig.vertical_markers([(c.at.isoformat(), c.label) for c in changes], colour_="#d1495b")
     notes = [f"{c.label}: {c.evidence}" for c in changes[:5]]
     if not changes:
-        notes.append("Regression flags show here (flag a version from the version chart of an agent's page).")
+        notes.append(
+            "No regression flag or detected step in this window (flags come from the hourly version and step "
+            "checks, or from a person on an agent's version chart)."
+        )
     return {
         "figure": fig.figure(
             data,
@@ -1112,15 +1111,76 @@ def build_capacity(ctx: Context) -> dict[str, Any]:
             )
     else:
         notes.append("No capacity is configured for these agents (admin: Agent capacities).")
-    forecast = overlays.capacity_forecast(ctx.filters, ctx.user)
-    if forecast is None:
-        notes.append("The 7-day forecast band and the dates 80% and 100% of capacity are reached will show here.")
+    outlook = overlays.capacity_forecast(ctx.filters, ctx.user, ctx.now)
+    if outlook is None:
+        notes.append("The 7-day forecast needs at least 3 days of traffic in this scope.")
+    else:
+        start, end = ctx.filters.window(ctx.now)
+        if end - start >= timedelta(hours=24):
+            data.extend(_forecast_traces(outlook))
+        else:
+            notes.append("Widen the range to 24 h or more to see the 7-day forecast band on the chart.")
+        notes.extend(_forecast_notes(outlook, ctx.now))
     return {
         "figure": fig.figure(
             data, fig.layout(y_title="requests / s", x_title="time (UTC)", shapes=shapes, annotations=annotations)
         ),
         "notes": notes,
     }
+
+
+def _forecast_traces(outlook: Any) -> list[dict[str, Any]]:
+    """The next 7 days: the 80% band (low edge, then the high edge filled down to it) and the forecast line."""
+    hours = 7 * 24
+    x = [h.isoformat() for h in outlook.forecast.hours(hours)]
+    band = {"type": "scatter", "mode": "lines", "x": x, "line": {"width": 0}, "hoverinfo": "skip"}
+    return [
+        band
+        | {"name": "forecast 10%", "y": np.round(outlook.forecast.low_rps[:hours], 4).tolist(), "showlegend": False},
+        band
+        | {
+            "name": "80% band",
+            "y": np.round(outlook.forecast.high_rps[:hours], 4).tolist(),
+            "fill": "tonexty",
+            "fillcolor": "rgba(59, 111, 212, 0.15)",
+        },
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": "forecast",
+            "x": x,
+            "y": np.round(outlook.forecast.mean_rps[:hours], 4).tolist(),
+            "line": {"color": "#3b6fd4", "width": 1.5, "dash": "dash"},
+            "hovertemplate": "%{y:.2f} req/s forecast",
+        },
+    ]
+
+
+def _forecast_notes(outlook: Any, now: datetime) -> list[str]:
+    notes = [outlook.forecast.explanation, f"Forecast peak over the next 7 days: {_per_s(outlook.peak_rps_7d)}."]
+    if outlook.capacity_rps is None:
+        notes.append(
+            f"Capacity dates need a capacity for every agent in scope ({outlook.agents_with_capacity} of "
+            f"{outlook.agents} have one)."
+        )
+        return notes
+    utilization = outlook.utilization_7d()
+    notes[-1] = notes[-1][:-1] + f", {utilization * 100:.0f}% of the {_per_s(outlook.capacity_rps)} capacity."
+    reach = len(outlook.forecast.mean_rps) // 24
+    for level, at in sorted(outlook.reaches.items()):
+        early = outlook.reaches_early.get(level)
+        soonest = "" if early is None else f" (the band's upper edge: {_in_days(early, now)})"
+        if at is None:
+            notes.append(f"{level * 100:.0f}% of capacity: not reached within {reach} days{soonest}.")
+        else:
+            notes.append(
+                f"{level * 100:.0f}% of capacity reached {at:%a %d %b %H:00} UTC, {_in_days(at, now)}{soonest}."
+            )
+    return notes
+
+
+def _in_days(at: datetime, now: datetime) -> str:
+    return f"in {max(0.0, (at - now).total_seconds() / 86400):.1f} days"
 
 
 def build_error_patterns(ctx: Context) -> dict[str, Any]:
@@ -1133,7 +1193,7 @@ def build_error_patterns(ctx: Context) -> dict[str, Any]:
     failing = [r for r in rows if r["error_type"] != "none" and r["errors"] + r["timeouts"]]
     if not failing:
         return _empty("No errors or timeouts in this time range.")
-    anomalies = overlays.error_anomalies(ctx.filters, ctx.user)
+    anomalies = overlays.error_anomalies(ctx.filters, ctx.user, ctx.now)
     ids, labels, parents, values, colours, texts = ["errors"], ["all errors"], [""], [0], ["rgba(0,0,0,0)"], [""]
     by_type: dict[str, int] = {}
     for r in failing[:200]:
@@ -1174,8 +1234,10 @@ def build_error_patterns(ctx: Context) -> dict[str, Any]:
         }
     ]
     notes = ["Boxes: error type, then agent; red ≥ 5% of the agent's requests, amber ≥ 1%, grey below."]
-    if not anomalies:
-        notes.append("Anomalous error patterns found by the analytics will be marked ⚠ here.")
+    if anomalies:
+        notes.extend(f"⚠ {reason}" for reason in list(anomalies.values())[:3])
+    else:
+        notes.append("⚠ marks an error rate of the last 3 hours that is anomalous for its agent; none now.")
     return {
         "figure": fig.figure(
             data, fig.layout(legend=False, hovermode="closest", margin={"l": 4, "r": 4, "t": 8, "b": 4})
@@ -1276,13 +1338,14 @@ ALERT_GROUPS = {
     "errors": "errors",
     "error_patterns": "errors",
     "throughput": "throughput",
-    "capacity": "throughput",
+    "capacity": "capacity",
 }
 # The rule a "Create alert" link proposes for each group.
 ALERT_DEFAULTS = {
     "latency": {"metric": "latency", "quantile": "0.95"},
     "errors": {"metric": "error_rate", "threshold": "0.05"},
     "throughput": {"metric": "throughput", "comparison": "lte"},
+    "capacity": {"metric": "capacity", "utilization": "0.8", "comparison": "lte", "threshold": "14"},
 }
 
 
@@ -1485,6 +1548,7 @@ AGENT_LAYOUT = (
     "dependencies",
     "errors",
     "throughput",
+    "capacity",
     "versions",
     "regressions",
     "parity",

@@ -50,9 +50,10 @@ CHROMIUM = Path(os.environ.get("PERFOPS_E2E_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
-# Three days of history (the default 24h range and the 7d one both have data): seeds in a few seconds.
+# Four days of history (the default 24h range and the 7d one both have data, and the capacity forecast,
+# which needs three, has some): seeds in a few seconds.
 SEED_TRACES = 30_000
-SEED_DAYS = 3
+SEED_DAYS = 4
 USERNAME, PASSWORD = "e2e-root", "pw-e2e-root"
 VIEWPORT = {"width": 1440, "height": 900}
 TIMEOUT_MS = 30_000

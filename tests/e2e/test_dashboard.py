@@ -241,6 +241,15 @@ def test_an_agent_link_opens_the_agent_page_with_its_panels(browsing, screenshot
     # Its slow requests are its own.
     agents = set(page.locator("#panel-slow table.slow tbody tr td:nth-child(2)").all_inner_texts())
     assert agents == {slug}
+    # Each slow request says why it was slow, against the agent's own p50, in a sentence with numbers.
+    causes = page.locator("#panel-slow table.slow tbody td.cause").all_inner_texts()
+    assert causes
+    assert all(re.search(r"p50 of [\d.,]+ (ms|s)", cause) for cause in causes), causes[:3]
+    # The capacity planner draws the 7-day forecast band beside the traffic and says what it rests on.
+    capacity = page.locator("#panel-capacity")
+    assert "Fitted on" in capacity.inner_text()
+    names = page.evaluate("() => document.querySelector('#panel-capacity [data-figure]').data.map(t => t.name)")
+    assert {"80% band", "forecast"} <= set(names)
     screenshot(page, screenshots, "agent")
     browsing.problems.assert_none()
 
