@@ -10,13 +10,24 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo serve test lint pytest bench clean-demo
+.PHONY: venv lock demo serve test lint pytest bench clean-demo
 
-$(STAMP): pyproject.toml
+# The pinned versions of requirements.lock, then perfops itself (its ranges in pyproject.toml are met by the lock).
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e ".[dev]"
 	@touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges in a scratch venv and pin the result.
+lock:
+	rm -rf /tmp/perfops-lock && $(PYTHON) -m venv /tmp/perfops-lock
+	/tmp/perfops-lock/bin/pip install --quiet --upgrade pip
+	/tmp/perfops-lock/bin/pip install --quiet -e ".[dev]"
+	( echo "# Exact versions of everything \`make venv\` installs (perfops and its dev tools), tested together."; \
+	  echo "# Regenerate after changing pyproject.toml's dependencies: make lock"; \
+	  /tmp/perfops-lock/bin/pip freeze --exclude-editable | grep -v '^perfops' ) > requirements.lock
 
 venv: $(STAMP)
 

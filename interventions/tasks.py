@@ -60,3 +60,19 @@ def generate_recommendations() -> dict[str, int]:
     from perfops.analytics import advisor
 
     return advisor.recommend_all()
+
+
+@shared_task(time_limit=1200, soft_time_limit=1140)
+def refresh_baselines() -> dict[str, int]:
+    """Store each busy agent's typical request, for the slow-request list's root causes (hourly)."""
+    from perfops.analytics import causes
+
+    return causes.refresh_baselines()
+
+
+@shared_task(time_limit=280, soft_time_limit=250)
+def detect_error_anomalies() -> dict[str, int]:
+    """Judge the last hours of every agent's error types against their history (every 5 minutes)."""
+    from perfops.analytics import errors
+
+    return errors.detect_all()

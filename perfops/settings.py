@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "perfops.telemetry",
     "perfops.metrics",
     "perfops.dashboard",
+    "perfops.analytics",
     "slos",
     "interventions",
 ]
@@ -234,6 +235,8 @@ CELERY_BEAT_SCHEDULE = {
     "check-new-versions": {"task": "interventions.tasks.check_new_versions", "schedule": 600.0},
     "flag-change-points": {"task": "interventions.tasks.flag_change_points", "schedule": 3600.0},
     "generate-recommendations": {"task": "interventions.tasks.generate_recommendations", "schedule": 3600.0},
+    "refresh-baselines": {"task": "interventions.tasks.refresh_baselines", "schedule": 3600.0},
+    "detect-error-anomalies": {"task": "interventions.tasks.detect_error_anomalies", "schedule": 300.0},
 }
 
 # --- REST API ---------------------------------------------------------------------------------

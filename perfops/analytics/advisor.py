@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from interventions import configs
 from interventions.models import Recommendation
-from perfops.analytics import recommend
+from perfops.analytics import recommend, samples
 from perfops.analytics.detect import SYSTEM
 from perfops.metrics.filters import MetricFilters
 from perfops.metrics.query import MetricsQuery
@@ -115,17 +115,10 @@ def recommend_for(agent: Agent, environment: str, now: datetime | None = None) -
 def recommend_all(now: datetime | None = None) -> dict[str, int]:
     """Every agent and environment with enough requests in the last day (beat, hourly)."""
     now = now or timezone.now()
-    busy = list(
-        Trace.objects.filter(started_at__gte=now - RECENT, started_at__lt=now)
-        .values("agent_id", "environment")
-        .annotate(n=Count("trace_id"))
-        .filter(n__gte=MIN_REQUESTS)
-    )
-    agents = {a.pk: a for a in Agent.objects.filter(pk__in={row["agent_id"] for row in busy})}
     counts = {"agents": 0, "written": 0}
-    for row in busy:
+    for agent, environment in samples.busy(now, MIN_REQUESTS):
         counts["agents"] += 1
-        counts["written"] += len(recommend_for(agents[row["agent_id"]], row["environment"], now))
+        counts["written"] += len(recommend_for(agent, environment, now))
     if counts["written"]:
         logger.info("recommendations: %s", counts)
     return counts

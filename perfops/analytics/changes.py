@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db.models import Count
 from django.utils import timezone
 
-from perfops.analytics import changepoint
+from perfops.analytics import changepoint, samples
 from perfops.analytics.detect import SYSTEM, raise_flag
 from perfops.metrics.filters import MetricFilters
 from perfops.metrics.query import MetricsQuery
@@ -86,16 +86,8 @@ def flag_recent(now: datetime | None = None) -> dict[str, int]:
     from interventions.models import RegressionFlag
 
     now = now or timezone.now()
-    busy = list(
-        Trace.objects.filter(started_at__gte=now - timedelta(days=1), started_at__lt=now)
-        .values("agent_id", "environment")
-        .annotate(n=Count("trace_id"))
-        .filter(n__gte=MIN_REQUESTS)
-    )
-    agents = {a.pk: a for a in Agent.objects.filter(pk__in={row["agent_id"] for row in busy})}
     counts = {"series": 0, "steps": 0, "flagged": 0}
-    for row in busy:
-        agent, environment = agents[row["agent_id"]], row["environment"]
+    for agent, environment in samples.busy(now, MIN_REQUESTS):
         counts["series"] += 1
         for step in detect(agent, environment, SYSTEM, now):
             if step.at < now - RECENT:

@@ -1,21 +1,19 @@
 """Anomalous error rates of the shown agents, per error type, for the error-patterns treemap (chart 4.12).
 
-Reads 14 days of hourly rollups of the scope once (grouped by agent and error type), and asks
-`anomaly.detect` about every (agent, error type) that failed in the last hours against its own history.
-Cached per scope for 5 minutes.
+Beat runs `detect_all` every 5 minutes: per environment, 14 days of hourly rollups of the whole fleet
+read once (grouped by agent and error type), and `anomaly.detect` asked about every (agent, error
+type) that failed in the last hours, against its own history. The findings are ErrorAnomaly rows; the
+treemap reads those of its scope (a fleet-wide pass takes seconds: never while someone waits).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from django.core.cache import cache
 
-from perfops.access.scoping import department_ids_for
 from perfops.analytics import anomaly
 from perfops.metrics import cells as cellmod
 from perfops.metrics.filters import MetricFilters
@@ -24,15 +22,8 @@ from perfops.metrics.query import Labels, MetricsQuery
 HISTORY = timedelta(days=14)
 HOUR = 3600
 RECENT_HOURS = 3
-TTL_S = 300
-
-
-def _key(filters: MetricFilters, user: Any, now: datetime) -> str:
-    ids = department_ids_for(user)
-    who = "all" if ids is None else ",".join(map(str, sorted(ids)))
-    where = sorted((k, v) for k, v in filters.normalised().items() if k not in ("range", "start", "end"))
-    text = f"{where}|{who}|{int(now.timestamp()) // TTL_S}"
-    return "analytics:error-anomalies:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+# Findings older than this are not shown (the pass runs every 5 minutes; a stopped worker shows none).
+STALE_AFTER = timedelta(minutes=20)
 
 
 def hourly_failures(
@@ -66,23 +57,74 @@ def hourly_failures(
     return failures, {slug: requests[i] for i, slug in enumerate(agents)}, first
 
 
-def anomalies(filters: MetricFilters, user: Any, now: datetime) -> dict[tuple[str, str], anomaly.Anomaly]:
-    """(error type, agent slug) -> the anomaly found in its last hours, for the scope's agents."""
-    key = _key(filters, user, now)
-    found = cache.get(key)
-    if found is not None:
-        return dict(found)
+def detect(filters: MetricFilters, user: Any, now: datetime) -> dict[tuple[str, str], anomaly.Anomaly]:
+    """(error type, agent slug) -> the anomaly found in its last hours, for the scope's agents (computed now)."""
     result: dict[tuple[str, str], anomaly.Anomaly] = {}
     series = hourly_failures(filters, user, now)
-    if series is not None:
-        failures, requests, first = series
-        for (error_type, agent), failed in failures.items():
-            if not failed[-RECENT_HOURS:].any():
-                continue
-            found_one = anomaly.detect(
-                failed, requests[agent], first, recent_hours=RECENT_HOURS, label=f"{error_type} on {agent}"
-            )
-            if found_one is not None:
-                result[(error_type, agent)] = found_one
-    cache.set(key, result, TTL_S)
+    if series is None:
+        return result
+    failures, requests, first = series
+    for (error_type, agent), failed in failures.items():
+        if not failed[-RECENT_HOURS:].any():
+            continue
+        found = anomaly.detect(
+            failed, requests[agent], first, recent_hours=RECENT_HOURS, label=f"{error_type} on {agent}"
+        )
+        if found is not None:
+            result[(error_type, agent)] = found
     return result
+
+
+def detect_all(now: datetime | None = None) -> dict[str, int]:
+    """The whole fleet, environment by environment, into ErrorAnomaly rows (beat, every 5 minutes)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from perfops.analytics.detect import SYSTEM
+    from perfops.analytics.models import ErrorAnomaly
+    from perfops.telemetry.choices import Environment
+    from perfops.telemetry.models import Agent
+
+    now = now or timezone.now()
+    rows: list[ErrorAnomaly] = []
+    for environment in Environment.values:
+        found = detect(MetricFilters(environment=environment), SYSTEM, now)
+        agents = dict(Agent.objects.filter(slug__in={agent for _, agent in found}).values_list("slug", "pk"))
+        rows.extend(
+            ErrorAnomaly(
+                agent_id=agents[agent],
+                environment=environment,
+                error_type=error_type,
+                at=item.at,
+                failures=item.failures,
+                requests=item.requests,
+                rate=item.rate,
+                expected_rate=item.expected_rate,
+                score=item.score,
+                reason=item.reason[:400],
+                detected_at=now,
+            )
+            for (error_type, agent), item in found.items()
+            if agent in agents
+        )
+    with transaction.atomic():
+        ErrorAnomaly.objects.all().delete()
+        ErrorAnomaly.objects.bulk_create(rows)
+    return {"anomalies": len(rows)}
+
+
+def anomalies(filters: MetricFilters, user: Any, now: datetime) -> dict[tuple[str, str], str]:
+    """(error type, agent slug) -> why, for the scope's agents: the latest background pass's findings."""
+    from perfops.analytics.models import ErrorAnomaly
+    from perfops.dashboard.traces import agents_of
+    from perfops.metrics.query import resolve_scope
+    from perfops.telemetry.models import Agent
+
+    scope = resolve_scope(filters, user)
+    if scope.empty:
+        return {}
+    agents = Agent.objects.visible_to(user).filter(agents_of(scope, ""))
+    found = ErrorAnomaly.objects.filter(
+        agent__in=agents, environment__in=filters.environments, detected_at__gte=now - STALE_AFTER
+    ).values_list("error_type", "agent__slug", "reason")
+    return {(error_type, slug): reason for error_type, slug, reason in found}

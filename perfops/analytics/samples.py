@@ -37,3 +37,15 @@ def _of(rows: list[tuple[Any, ...]]) -> Sample:
         return Sample.of(np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
     latency, status, started = zip(*rows, strict=True)
     return Sample.of(latency, [s != "ok" for s in status], [moment.hour for moment in started])
+
+
+def busy(now: datetime, min_requests: int, *, status: str | None = None) -> list[tuple[Agent, str]]:
+    """(agent, environment) pairs with at least `min_requests` requests (of `status`) in the day before `now`."""
+    from django.db.models import Count
+
+    traces = Trace.objects.filter(started_at__gte=now - timedelta(days=1), started_at__lt=now)
+    if status is not None:
+        traces = traces.filter(status=status)
+    rows = list(traces.values_list("agent_id", "environment").annotate(n=Count("trace_id")).filter(n__gte=min_requests))
+    agents = Agent.objects.in_bulk({agent for agent, _, _ in rows})
+    return [(agents[agent], environment) for agent, environment, _ in rows if agent in agents]

@@ -212,7 +212,7 @@ def error_anomalies(filters: MetricFilters, user: Any, now: datetime) -> dict[tu
     """(error type, agent slug) -> why its error rate of the last hours is anomalous for that agent (chart 4.12)."""
     from perfops.analytics.errors import anomalies
 
-    return {key: found.reason for key, found in anomalies(filters, user, now).items()}
+    return anomalies(filters, user, now)
 
 
 def change_points(filters: MetricFilters, user: Any) -> list[Marker]:

@@ -35,6 +35,8 @@ SLOW_COLUMNS: dict[str, str] = {
     "error_type": "Error type",
     "model": "Model",
 }
+# Agents whose baseline one list computes on the spot when no stored one covers a request (each ~20 ms).
+ON_DEMAND_BASELINES = 5
 # Spreadsheet programs run a cell that starts with one of these as a formula.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -86,7 +88,7 @@ class SlowRequests:
 
 def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int = SLOW_LIMIT) -> SlowRequests:
     """The `limit` slowest requests in the window, slowest first."""
-    from perfops.dashboard import overlays
+    from perfops.analytics import causes
 
     scope = resolve_scope(filters, user)
     start, end = filters.window(now)
@@ -112,10 +114,22 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
     )
     rows = []
     phase_names: dict[str, None] = {}
-    for trace in found:
+    slowest = list(found)
+    stored = causes.stored_baselines(((t.agent_id, t.environment) for t in slowest), now)
+    computed: set[tuple[int, str]] = set()
+    for trace in slowest:
         phases = {str(k): float(v) for k, v in (trace.phases or {}).items() if isinstance(v, int | float)}
         for name in phases:
             phase_names.setdefault(name, None)
+        pair = (trace.agent_id, trace.environment)
+        known = stored.get(pair)
+        cause = None
+        if known is not None and known.covers(trace.started_at):
+            cause = causes.request_cause(trace, known.baseline)
+        elif pair in computed or len(computed) < ON_DEMAND_BASELINES:
+            # No stored baseline covers it (a new agent, an old request): compute a few agents', cached, per list.
+            computed.add(pair)
+            cause = causes.request_cause(trace)
         rows.append(
             {
                 "trace_id": trace.trace_id.hex,
@@ -130,7 +144,7 @@ def slow_requests(filters: MetricFilters, user: Any, now: datetime, limit: int =
                 "error_type": trace.error_type,
                 "model": trace.model,
                 "phases": phases,
-                "root_cause": overlays.root_cause(trace) or "",
+                "root_cause": "" if cause is None else cause.sentence,
             }
         )
     return SlowRequests(rows=rows, phase_names=list(phase_names))

@@ -256,6 +256,10 @@ class Trace(models.Model):
                 name="trace_failed_latency_idx",
                 condition=models.Q(status__in=[TraceStatus.ERROR, TraceStatus.TIMEOUT]),
             ),
+            # Users: the version checks, the deploy gate and regression evidence (the newest requests of one
+            # version of one agent): walking the time index for a rare version read millions of rows, and
+            # a pass over 691 new versions took 427 s on 10M traces.
+            models.Index(fields=["agent", "environment", "version", "started_at"], name="trace_agent_version_idx"),
         ]
 
     def __str__(self) -> str:

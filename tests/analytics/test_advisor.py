@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from interventions import configs
 from interventions.models import AgentConfig, Recommendation
@@ -111,3 +112,18 @@ def test_a_slow_request_page_and_the_slow_list_name_the_cause(slow_llm_agent, ag
         reverse("dashboard:panel", args=["slow"]) + "?range=24h&environment=production", HTTP_HX_REQUEST="true"
     ).content.decode()
     assert "LLM call gpt-x" in listing
+
+
+def test_the_slow_list_reads_stored_baselines_in_one_query(
+    slow_llm_agent, agent, superuser, django_assert_max_num_queries
+):
+    from perfops.analytics import causes
+    from perfops.dashboard import traces
+    from perfops.metrics.filters import MetricFilters
+
+    assert causes.refresh_baselines() == {"baselines": 1}
+    filters = MetricFilters(range="24h", environment="production")
+    with django_assert_max_num_queries(4):
+        rows = traces.slow_requests(filters, superuser, timezone.now()).rows
+    assert rows
+    assert all("p50 of" in row["root_cause"] for row in rows)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from interventions import regressions
 from interventions.models import RegressionFlag
 from perfops.analytics import changes, errors
+from perfops.analytics.models import ErrorAnomaly
 from perfops.metrics.filters import MetricFilters
 from perfops.metrics.rollup import catch_up
 from tests import factories
@@ -68,7 +69,7 @@ def burst(agent, engineer, payments):
 
 
 def test_an_error_burst_is_an_anomaly_with_its_numbers_and_steady_errors_are_not(burst, superuser):
-    found = errors.anomalies(MetricFilters(environment="production", department="payments"), superuser, burst)
+    found = errors.detect(MetricFilters(environment="production", department="payments"), superuser, burst)
     assert set(found) == {("llm_error", "pay-bot")}
     anomaly = found[("llm_error", "pay-bot")]
     assert anomaly.rate > 0.05
@@ -76,7 +77,20 @@ def test_an_error_burst_is_an_anomaly_with_its_numbers_and_steady_errors_are_not
     assert f"{anomaly.failures}" in anomaly.reason
 
 
+def test_the_background_pass_stores_the_findings_that_scopes_read(burst, manager, research):
+    assert errors.detect_all(burst) == {"anomalies": 1}
+    stored = ErrorAnomaly.objects.get()
+    assert (stored.agent.slug, stored.environment, stored.error_type) == ("pay-bot", "production", "llm_error")
+    filters = MetricFilters(environment="production")
+    assert list(errors.anomalies(filters, manager, burst)) == [("llm_error", "pay-bot")]
+    outsider = factories.user("olga", "engineers", [research])
+    assert errors.anomalies(filters, outsider, burst) == {}
+    # A stopped worker's findings go stale rather than standing forever.
+    assert errors.anomalies(filters, manager, burst + timedelta(hours=1)) == {}
+
+
 def test_the_treemap_marks_the_anomalous_box_and_says_why(burst, client, manager):
+    errors.detect_all()
     client.force_login(manager)
     page = client.get(
         reverse("dashboard:panel", args=["error_patterns"]) + "?range=24h&environment=production",
