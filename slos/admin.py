@@ -49,6 +49,12 @@ class AlertRuleInline(admin.TabularInline):
     readonly_fields = ["state", "last_value"]
     verbose_name = "burn-rate alert rule"
 
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "channels":
+            # As on AlertRuleForm: only channels of the person's departments, never another's names or webhooks.
+            kwargs["queryset"] = NotificationChannel.objects.visible_to(request.user)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
 
 @admin.register(SLO)
 class SLOAdmin(ConfirmedSaveAdmin):
@@ -128,6 +134,13 @@ class NotificationChannelAdmin(DepartmentScopedAdmin):
     list_display = ["name", "kind", "department", "format", "created_at"]
     list_filter = ["kind", "format"]
     search_fields = ["name", "url", "email_to"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # A read-only view prints every field's value as text, and the signing secret is write-only.
+            return [name for name in fields if name != "secret"]
+        return fields
 
 
 @admin.register(Delivery)

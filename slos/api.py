@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from perfops.access.authentication import ConfigureScope, ReadScope, request_has_scope
 from perfops.access.models import Scope
 from slos import budgets, compliance, confirm, openslo
+from slos.filters import AlertEventFilter, AlertRuleFilter
 from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel, PerformanceBudget
 from slos.serializers import (
     AlertEventSerializer,
@@ -185,7 +186,7 @@ class SLOViewSet(PreviewableViewSet):
 class AlertRuleViewSet(PreviewableViewSet):
     queryset = AlertRule.objects.select_related("department", "team", "agent", "slo", "budget", "created_by")
     serializer_class = AlertRuleSerializer
-    filterset_fields = ["metric", "severity", "state", "enabled", "environment", "slo", "budget"]
+    filterset_class = AlertRuleFilter
 
     def get_queryset(self) -> Any:
         return self.queryset.visible_to(self.request.user).prefetch_related("channels")
@@ -245,7 +246,7 @@ class AlertEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     serializer_class = AlertEventSerializer
     permission_classes = [ReadScope]
-    filterset_fields = ["kind", "rule"]
+    filterset_class = AlertEventFilter
     queryset = AlertEvent.objects.none()
 
     def get_queryset(self) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from perfops.access.scoping import department_ids_for
 from perfops.metrics.filters import STATUSES, TIERS
@@ -46,6 +46,14 @@ class ScopedForm(forms.ModelForm):
             raise ValidationError({"scope": "Only a superuser may set a fleet-wide objective or rule."})
         return data
 
+    def _update_errors(self, errors: ValidationError) -> None:
+        # Model.clean() names fields a form may not show (a rule's slo, budget and filters); Django would raise
+        # ValueError for those (a 500), so they are shown above the form instead.
+        if hasattr(errors, "error_dict"):
+            for name in [name for name in errors.error_dict if name != NON_FIELD_ERRORS and name not in self.fields]:
+                errors.error_dict.setdefault(NON_FIELD_ERRORS, []).extend(errors.error_dict.pop(name))
+        super()._update_errors(errors)  # type: ignore[misc]  # private in Django, so not in django-stubs
+
 
 SCOPE_FIELDS = ["scope", "department", "team", "agent", "environment"]
 
@@ -64,7 +72,8 @@ class PerformanceBudgetForm(ScopedForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["scope"].choices = [(s.value, s.label) for s in (Scope.DEPARTMENT, Scope.TEAM)]  # type: ignore[attr-defined]
+        if "scope" in self.fields:  # not in the admin's read-only view
+            self.fields["scope"].choices = [(s.value, s.label) for s in (Scope.DEPARTMENT, Scope.TEAM)]  # type: ignore[attr-defined]
 
 
 class AlertRuleForm(ScopedForm):
@@ -112,6 +121,8 @@ class AlertRuleForm(ScopedForm):
         for key, value in (self.instance.filters or {}).items():
             if f"filter_{key}" in self.fields:
                 self.initial.setdefault(f"filter_{key}", value)
+        if "metric" not in self.fields:
+            return  # the admin's read-only view (a viewer's) has no fields to set up
         owned = self.instance.pk is not None and self.instance.owner is not None
         if owned:
             # A rule of an SLO or a budget watches its owner's scope with its owner's metric.

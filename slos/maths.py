@@ -91,7 +91,10 @@ def exhaustion(remaining: float | None, burn: float, window: timedelta) -> timed
         return None
     if remaining <= 0:
         return timedelta(0)
-    return window * (remaining / burn)
+    try:
+        return window * (remaining / burn)
+    except OverflowError:  # a trickle of errors: it lasts longer than a timedelta holds (2.7 million years)
+        return timedelta.max
 
 
 @dataclass(frozen=True)

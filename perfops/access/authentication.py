@@ -121,7 +121,8 @@ class AutomationScope(_ScopePermission):
 
 
 class ConfigureScope(permissions.BasePermission):
-    """Reads need `read`; writes need `configure` and the person's model permission for that operation
+    """Reads need `read` and the person's view permission (viewers do not see notification channels, whose
+    URLs can hold credentials); writes need `configure` and the person's model permission for that operation
     (managers: SLOs, budgets, channels; engineers and managers: alert rules)."""
 
     ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
@@ -133,12 +134,13 @@ class ConfigureScope(permissions.BasePermission):
             if not request_has_scope(request, Scope.READ):
                 self.message = "This operation needs the 'read' scope."
                 return False
-            return True
-        if not request_has_scope(request, Scope.CONFIGURE):
-            self.message = "This operation needs the 'configure' scope."
-            return False
+            action = "view"
+        else:
+            if not request_has_scope(request, Scope.CONFIGURE):
+                self.message = "This operation needs the 'configure' scope."
+                return False
+            action = getattr(view, "permission_action", None) or self.ACTIONS.get(request.method or "", "change")
         model = view.get_queryset().model  # type: ignore[attr-defined]
-        action = getattr(view, "permission_action", None) or self.ACTIONS.get(request.method or "", "change")
         if not request.user.has_perm(f"{model._meta.app_label}.{action}_{model._meta.model_name}"):
             self.message = f"Your role may not {action} {model._meta.verbose_name_plural}."
             return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -141,6 +142,14 @@ def parse_timestamp(value: object) -> datetime | None:
         return None
 
 
+def total_ms(durations: Iterable[float]) -> float:
+    """The exact sum of durations; infinity when it overflows a float (longer than any request)."""
+    try:
+        return math.fsum(durations)
+    except OverflowError:  # fsum raises where plain addition would give inf: 1e308 + 1e308
+        return math.inf
+
+
 def slack_ms(latency_ms: float) -> float:
     """How far phases and calls may round past the end-to-end latency."""
     return 1.0 + latency_ms * 0.001
@@ -252,7 +261,7 @@ def _from_wire(wire: _WireRecord, index: int, window: Window) -> TraceRecord | N
             if not PHASE_NAME.fullmatch(name):
                 return None
             _remember(_good_phases, name)
-    if math.fsum(wire.phases.values()) > limit:
+    if total_ms(wire.phases.values()) > limit:
         return None
     for call in wire.dependencies:
         if call.start_ms + call.duration_ms > limit or not call.name.isprintable():
@@ -512,7 +521,7 @@ def _phases(value: object, errors: Errors, latency_ms: float, slack: float) -> d
             continue
         _remember(_good_phases, name)
         phases[name] = float(ms)
-    total = math.fsum(phases.values())
+    total = total_ms(phases.values())
     if total > latency_ms + slack and "latency_ms" not in errors:
         _add(errors, "phases", f"The phases add up to {total:g} ms, more than the request's {latency_ms:g} ms.")
     return phases
