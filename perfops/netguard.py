@@ -4,7 +4,8 @@ A URL is allowed only when its host is on the admin-managed allowlist (`access.A
 scheme is http or https, it carries no credentials, and every address its host resolves to is public
 (not loopback, private, link-local, shared, multicast, reserved or the cloud metadata address),
 unless the allowlist entry explicitly allows private addresses. Numeric tricks (decimal, octal or
-hex IPs, IPv4-mapped IPv6) are caught because the check is made on the resolved addresses.
+hex IPs) are caught because the check is made on the resolved addresses; an IPv6 address that carries
+an IPv4 one (mapped, compatible, SIIT, 6to4, NAT64) must carry a public one.
 
 `send` connects to the address that was checked (a second DNS answer cannot redirect it: no
 rebinding), never follows redirects, and is bounded in time and response size.
@@ -75,9 +76,25 @@ def _allowlisted(host: str) -> bool | None:
     return best
 
 
+# IPv6 forms whose last 32 bits are an IPv4 address: IPv4-compatible (deprecated), SIIT-translated, and
+# the NAT64 well-known prefix (on an IPv6-only network, 64:ff9b::a00:5 reaches 10.0.0.5).
+_IPV4_IN_LOW_BITS = tuple(ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96"))
+# Internal by definition, though Python's tables call them global: local-use NAT64 and site-local.
+_NOT_PUBLIC_V6 = tuple(ipaddress.IPv6Network(net) for net in ("64:ff9b:1::/48", "fec0::/10"))
+
+
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """A public unicast address; an IPv6 form that carries an IPv4 address must carry a public one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _public(address.ipv4_mapped)
+        if any(address in net for net in _NOT_PUBLIC_V6):
+            return False
+        carried = address.sixtofour
+        if carried is None and any(address in net for net in _IPV4_IN_LOW_BITS):
+            carried = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if carried is not None and not _public(carried):
+            return False
     return address.is_global and not address.is_multicast
 
 
