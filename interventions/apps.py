@@ -19,6 +19,7 @@ class InterventionsConfig(AppConfig):
             RegressionFlag,
             Report,
         )
+        from perfops.access.audit import audit_detachments
 
         auditlog.register(AgentConfig)
         auditlog.register(RegressionFlag, exclude_fields=["evidence"])
@@ -30,3 +31,5 @@ class InterventionsConfig(AppConfig):
         auditlog.register(LoadTest, exclude_fields=["sent", "completed", "failures", "results"])
         # The report is data the system derives; who started, stopped and when is the audited part.
         auditlog.register(ProfilingSession, exclude_fields=["report", "report_status"])
+        # Deleting a person leaves what they started and decided without a name; a deleted version, its revert.
+        audit_detachments(AgentConfig, RegressionFlag, Incident, Recommendation, Report, LoadTest, ProfilingSession)

@@ -141,7 +141,16 @@ def apply_recommendation(recommendation: Any, user: Any) -> AgentConfig:
             status=Recommendation.Status.APPLIED, decided_by=user, decided_at=now, applied_config=made
         )
         locked.refresh_from_db()
-        record_update(locked, user, {"status": ("open", "applied"), "applied_config": (None, str(made))})
+        record_update(
+            locked,
+            user,
+            {
+                "status": ("open", "applied"),
+                "decided_by": (None, user),
+                "decided_at": (None, now),
+                "applied_config": (None, made),
+            },
+        )
     return made
 
 
@@ -156,5 +165,13 @@ def dismiss_recommendation(recommendation: Any, user: Any) -> bool:
     )
     if changed:
         recommendation.refresh_from_db()
-        record_update(recommendation, user, {"status": ("open", "dismissed")})
+        record_update(
+            recommendation,
+            user,
+            {
+                "status": ("open", "dismissed"),
+                "decided_by": (None, user),
+                "decided_at": (None, recommendation.decided_at),
+            },
+        )
     return bool(changed)

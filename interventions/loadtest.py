@@ -59,7 +59,7 @@ def cancel(test: LoadTest, user: Any) -> bool:
     )
     if changed:
         test.refresh_from_db()
-        record_update(test, user, {"status": ("scheduled", "cancelled")})
+        record_update(test, user, {"status": ("scheduled", "cancelled"), "finished_at": (None, test.finished_at)})
     return bool(changed)
 
 
@@ -217,7 +217,17 @@ def _finish(test: LoadTest, status: str, results: dict[str, Any] | None, detail:
         failures=(results or {}).get("failures", 0),
     )
     test.refresh_from_db()
-    record_update(test, None, {"status": ("running", status)})
+    # One entry for the whole run, by the system: the claim (scheduled -> running) wrote none.
+    record_update(
+        test,
+        None,
+        {
+            "status": (LoadTest.Status.SCHEDULED, status),
+            "started_at": (None, test.started_at),
+            "finished_at": (None, test.finished_at),
+            "detail": ("", test.detail),
+        },
+    )
     if results is not None:
         _alert(test, results)
 

@@ -61,18 +61,23 @@ def end(session: ProfilingSession, *, user: Any = None, now: datetime | None = N
     now = now or timezone.now()
     reason = ProfilingSession.EndReason.STOPPED if user is not None else ProfilingSession.EndReason.EXPIRED
     ended_at = min(now, session.expires_at)
+    ended_by = user if getattr(user, "pk", None) else None
     changed = ProfilingSession.objects.filter(pk=session.pk, status=ProfilingSession.Status.ACTIVE).update(
-        status=ProfilingSession.Status.ENDED,
-        ended_at=ended_at,
-        ended_by=user if getattr(user, "pk", None) else None,
-        end_reason=reason,
+        status=ProfilingSession.Status.ENDED, ended_at=ended_at, ended_by=ended_by, end_reason=reason
     )
     if not changed:
         return False
     forget_active()
     session.refresh_from_db()
     record_update(
-        session, user, {"status": ("active", "ended"), "end_reason": ("", reason), "ended_at": (None, ended_at)}
+        session,
+        user,
+        {
+            "status": ("active", "ended"),
+            "end_reason": ("", reason),
+            "ended_at": (None, ended_at),
+            "ended_by": (None, ended_by),
+        },
     )
     write_report(session)
     return True
@@ -106,6 +111,7 @@ def forget_active() -> None:
 
 def active_windows() -> dict[tuple[int, str], list[tuple[datetime, datetime]]]:
     """{(agent id, environment): [(start, end)]} of active sessions (cached for ACTIVE_TTL_S)."""
+    # The cache only saves a query: while Redis is down it misses (perfops.cache) and ingest asks the database.
     found: dict[tuple[int, str], list[tuple[datetime, datetime]]] | None = cache.get(ACTIVE_KEY)
     if found is not None:
         return found

@@ -137,7 +137,9 @@ def confirm(flagged: RegressionFlag, user: Any, title: str = "") -> Incident:
         if not changed:
             raise NotPending("This flag was already decided.")
         flagged.refresh_from_db()
-        record_update(flagged, user, {"status": ("suspected", "confirmed"), "decided_at": (None, now)})
+        record_update(
+            flagged, user, {"status": ("suspected", "confirmed"), "decided_by": (None, user), "decided_at": (None, now)}
+        )
         incident = Incident.objects.create(
             flag=flagged,
             title=title or f"Regression in {flagged.agent.slug} {flagged.version} ({flagged.environment})",
@@ -158,7 +160,16 @@ def dismiss(flagged: RegressionFlag, user: Any, reason: str) -> None:
     if not changed:
         raise NotPending("This flag was already decided.")
     flagged.refresh_from_db()
-    record_update(flagged, user, {"status": ("suspected", "dismissed"), "dismiss_reason": ("", flagged.dismiss_reason)})
+    record_update(
+        flagged,
+        user,
+        {
+            "status": ("suspected", "dismissed"),
+            "decided_by": (None, user),
+            "decided_at": (None, flagged.decided_at),
+            "dismiss_reason": ("", flagged.dismiss_reason),
+        },
+    )
 
 
 def resolve(incident: Incident, user: Any) -> bool:
@@ -167,7 +178,11 @@ def resolve(incident: Incident, user: Any) -> bool:
     )
     incident.refresh_from_db()
     if changed:
-        record_update(incident, user, {"status": ("open", "resolved"), "resolved_at": (None, incident.resolved_at)})
+        record_update(
+            incident,
+            user,
+            {"status": ("open", "resolved"), "resolved_by": (None, user), "resolved_at": (None, incident.resolved_at)},
+        )
     return bool(changed)
 
 

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
-from django.utils import timezone
 
+from perfops.access.audit import one_entry_per_object
 from perfops.access.models import AllowedHost, ApiToken, Scope
 from perfops.access.roles import Role
 from perfops.telemetry.models import Department
@@ -22,6 +22,7 @@ INGEST_USER = "demo-ingest"
 class Command(BaseCommand):
     help = "Create (or refresh) the demo accounts and print their credentials; write the simulator's token to var/."
 
+    @one_entry_per_object()  # a new person and their role: one audit entry
     def handle(self, *args: Any, **options: Any) -> None:
         var_dir = Path(settings.VAR_DIR)
         password = self._password(var_dir / "demo-password")
@@ -49,7 +50,9 @@ class Command(BaseCommand):
         for department in departments:
             department.members.add(ingest_user)
         token_file = var_dir / "demo-ingest-token"
-        ApiToken.objects.filter(user=ingest_user, name="demo simulator").update(revoked_at=timezone.now())
+        # One save per token, so each revocation has its audit entry (an update() would write none).
+        for old in ApiToken.objects.filter(user=ingest_user, name="demo simulator", revoked_at__isnull=True):
+            old.revoke()
         _, plaintext = ApiToken.issue(ingest_user, name="demo simulator", scopes=[Scope.INGEST])
         token_file.write_text(plaintext)
         token_file.chmod(0o600)
