@@ -61,7 +61,7 @@ def _agent(request: Request, slug: str) -> Agent:
 
 
 def _environment(request: Request) -> str:
-    value = request.query_params.get("environment") or Environment.PRODUCTION
+    value = request.query_params.get("environment", Environment.PRODUCTION)
     if value not in Environment.values:
         raise serializers.ValidationError({"environment": [f"Must be one of {', '.join(Environment.values)}."]})
     return str(value)
@@ -263,7 +263,12 @@ class ProfilingReportView(APIView):
     @extend_schema(
         tags=["interventions"],
         summary="The bottleneck report of an ended session (JSON; report.csv for its table as CSV)",
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(description="Not ready yet.")},
+        # One view serves both paths: report answers JSON, report.csv the table as CSV.
+        responses={
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR),
+            404: OpenApiResponse(description="Not ready yet."),
+        },
     )
     def get(self, request: Request, pk: int, as_csv: bool = False) -> Response | HttpResponse:
         session = get_object_or_404(ProfilingSession.objects.visible_to(request.user), pk=pk)
@@ -290,7 +295,7 @@ class RegressionFlagSerializer(serializers.ModelSerializer[RegressionFlag]):
     agent: Any = serializers.SlugRelatedField(slug_field="slug", queryset=Agent.objects.none())
     flagged_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
     decided_by: Any = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    incident: Any = serializers.PrimaryKeyRelatedField(read_only=True)
+    incident: Any = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     dry_run = serializers.BooleanField(default=False, write_only=True)
 
     class Meta:
@@ -566,7 +571,10 @@ class EnvironmentComparisonView(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         agent = _agent(request, slug)
-        days = 30 if request.query_params.get("range") == "30d" else 7
+        chosen = request.query_params.get("range", "7d")
+        if chosen not in ("7d", "30d"):
+            raise serializers.ValidationError({"range": ["Must be 7d or 30d."]})
+        days = 30 if chosen == "30d" else 7
         reference, columns = environments.compare(agent, request.user, timezone.now(), days)
         return Response(
             {

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "perfops.strictness.RefuseNul",  # PostgreSQL text cannot hold NUL: a 400 here rather than a 500 in a lookup
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -94,6 +95,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    "perfops.access.audit.OneEntryPerObjectMiddleware",
 ]
 
 ROOT_URLCONF = "perfops.urls"
@@ -136,7 +138,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "perfops.cache.ResilientRedisCache",  # an outage is a miss, not a 500
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "perfops",
         }
@@ -192,7 +194,8 @@ if not REDIS_URL:
         "store_processed": False,
     }
 else:
-    # Tasks are short; a redelivery after an hour is the only safety net for a killed worker.
+    # A killed worker's task comes back after an hour (rollup catch-ups may run that long); alert notices do not
+    # wait for it: slos.tasks.resend_lost_notifications sends again those with no attempt after 5 minutes.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -227,6 +230,7 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-tick": {"task": "perfops.metrics.tasks.rollup_tick", "schedule": 10.0},
     "apply-retention": {"task": "perfops.metrics.tasks.apply_retention", "schedule": 3600.0},
     "evaluate-alerts": {"task": "slos.tasks.evaluate_alerts", "schedule": 60.0},
+    "resend-lost-notifications": {"task": "slos.tasks.resend_lost_notifications", "schedule": 120.0},
     # Profiling ends within a minute of its expiry even if anything scheduled for it was lost.
     "sweep-profiling": {"task": "interventions.tasks.sweep_profiling", "schedule": 60.0},
     # Load tests are also enqueued for their time; this starts any whose task was lost.
@@ -247,10 +251,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's, refusing NUL characters in strings (PostgreSQL text cannot hold them): a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": ["perfops.strictness.JSONParser"],
+    # DRF's, except that a limit or offset that is not a whole number in range is a 400 rather than ignored.
+    "DEFAULT_PAGINATION_CLASS": "perfops.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error answers of every operation and the nulls and blanks of read-only fields.
+    "DEFAULT_SCHEMA_CLASS": "perfops.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -270,6 +277,9 @@ SPECTACULAR_SETTINGS = {
         "EnvironmentEnum": "perfops.telemetry.choices.Environment",
         "ReportFormatEnum": "interventions.models.Report.Format",
         "ChannelFormatEnum": "slos.models.NotificationChannel.Format",
+        # Both would be named ReportStatusEnum (a report's status, a profiling session's report_status).
+        "ReportStatusEnum": "interventions.models.Report.Status",
+        "ProfilingReportStatusEnum": "interventions.models.ProfilingSession.ReportStatus",
     },
 }
 

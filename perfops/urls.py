@@ -1,7 +1,9 @@
 """URL map: the dashboard, admin, REST API (with OpenAPI), OTLP/HTTP ingest, health."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -29,3 +31,13 @@ urlpatterns = [
     path("v1/", include("perfops.telemetry.otlp_urls")),
     path("healthz", health.healthz, name="healthz"),
 ]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """API clients get a JSON 404 for a path no route matches (`/api/v1/slos/abc`), people Django's page."""
+    if request.path.startswith(("/api/", "/v1/")):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

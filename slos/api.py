@@ -8,6 +8,8 @@ API's form of the pages' confirmation step.
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
 from typing import Any
 
 from auditlog.context import set_actor
@@ -18,6 +20,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -127,14 +130,22 @@ class SLOViewSet(PreviewableViewSet):
     @extend_schema(
         summary="Export SLOs as OpenSLO v1 YAML",
         parameters=[OpenApiParameter("id", OpenApiTypes.INT, many=True, description="Only these SLOs.")],
-        responses={(200, "application/yaml"): OpenApiTypes.STR},
+        responses={
+            (200, "application/yaml"): OpenApiResponse(
+                {"type": "array", "items": {"type": "object", "additionalProperties": {}}},
+                description="A YAML stream: one OpenSLO v1 document per SLO, separated by `---`.",
+            )
+        },
     )
     @action(detail=False, methods=["get"], url_path="openslo")
-    def openslo_export(self, request: Request) -> HttpResponse:
+    def openslo_export(self, request: Request) -> HttpResponse | Response:
         chosen = self.get_queryset()
-        ids = [value for value in request.query_params.getlist("id") if value.isdigit()]
+        ids = request.query_params.getlist("id")
+        # Plain digits that fit the id column: "²" passes str.isdigit() and 10**20 overflows it (a 500 before).
+        if not all(re.fullmatch(r"[0-9]{1,18}", value) for value in ids):
+            return Response({"id": ["SLO ids are whole numbers."]}, status=status.HTTP_400_BAD_REQUEST)
         if ids:
-            chosen = chosen.filter(pk__in=ids)
+            chosen = chosen.filter(pk__in=[int(value) for value in ids])
         return HttpResponse(openslo.export_slos(chosen), content_type="application/yaml; charset=utf-8")
 
     @extend_schema(
@@ -153,6 +164,9 @@ class SLOViewSet(PreviewableViewSet):
     def openslo_import(self, request: Request) -> Response:
         if not request.user.has_perm("slos.change_slo"):
             return Response({"detail": "Your role may not change SLOs."}, status=status.HTTP_403_FORBIDDEN)
+        dry_run = request.query_params.get("dry_run", "").lower()
+        if dry_run not in ("", "1", "true", "yes", "0", "false", "no"):
+            return Response({"dry_run": ["Must be true or false."]}, status=status.HTTP_400_BAD_REQUEST)
         raw = request._request.body[: openslo.MAX_BYTES + 1]
         try:
             text = raw.decode("utf-8")
@@ -165,7 +179,7 @@ class SLOViewSet(PreviewableViewSet):
             {"action": item.action, "name": item.slo.name, "objective": item.slo.objective, "changes": item.changes}
             for item in found.planned
         ]
-        if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
+        if dry_run in ("1", "true", "yes"):
             return Response({"dry_run": True, "plan": plan, "notes": found.notes})
         with set_actor(request.user):
             result = openslo.apply(found.planned, request.user)
@@ -198,6 +212,12 @@ class AlertRuleViewSet(PreviewableViewSet):
         super().perform_destroy(instance)
 
 
+class FormatIsAFilter(DefaultContentNegotiation):
+    """`?format=slack` filters channels by their format; DRF would read it as a renderer's name and answer 404."""
+
+    settings: Any = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
+
+
 @extend_schema(tags=["slos"])
 class NotificationChannelViewSet(ConfiguredViewSet):
     """Webhook and email channels; a webhook URL must pass the outbound allowlist; the secret is write-only."""
@@ -205,6 +225,7 @@ class NotificationChannelViewSet(ConfiguredViewSet):
     queryset = NotificationChannel.objects.select_related("department")
     serializer_class = NotificationChannelSerializer
     filterset_fields = ["kind", "format"]
+    content_negotiation_class = FormatIsAFilter
 
 
 @extend_schema(tags=["slos"])

@@ -12,6 +12,7 @@ from typing import Any
 import django_filters
 from django.db import models
 
+from perfops.strictness import StrictBooleanFilter
 from slos.models import SLO, AlertEvent, AlertRule, PerformanceBudget
 
 
@@ -30,6 +31,7 @@ class AlertRuleFilter(django_filters.FilterSet):
 
     slo = django_filters.ModelChoiceFilter(queryset=_visible(SLO))
     budget = django_filters.ModelChoiceFilter(queryset=_visible(PerformanceBudget))
+    enabled = StrictBooleanFilter()
 
     class Meta:
         model = AlertRule

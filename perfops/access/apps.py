@@ -11,7 +11,10 @@ class AccessConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        from perfops import strictness
         from perfops.access import audit, schema  # noqa: F401  (auditlog and OpenAPI registration)
         from perfops.access.roles import sync_role_groups
+
+        strictness.install()
 
         post_migrate.connect(sync_role_groups, dispatch_uid="perfops.access.sync_role_groups")

@@ -35,12 +35,16 @@ class VersionGateView(APIView):
             OpenApiParameter("candidate", OpenApiTypes.STR, required=True),
             OpenApiParameter("baseline", OpenApiTypes.STR),
         ],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 400: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT),
+            400: OpenApiResponse(OpenApiTypes.OBJECT),
+            404: OpenApiResponse(description="No such agent, or not one of yours."),
+        },
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
         errors = {key: ["Required."] for key in ("agent", "candidate") if not params.get(key)}
-        environment = params.get("environment") or Environment.PRODUCTION
+        environment = params.get("environment", Environment.PRODUCTION)
         if environment not in Environment.values:
             errors["environment"] = [f"Must be one of {', '.join(Environment.values)}."]
         if errors:

@@ -123,6 +123,7 @@ class _MetricsView(APIView):
     permission_classes = [ReadScope]
     chart = ""
     extra_parameters: tuple[str, ...] = ()
+    blank_parameters_are_absent = True  # parse_filters reads "" as not given; the OpenAPI schema says so
 
     def get(self, request: Request) -> Response:
         params = {key: request.query_params.get(key, "") for key in request.query_params}

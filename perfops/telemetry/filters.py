@@ -2,6 +2,7 @@
 
 import django_filters
 
+from perfops.strictness import StrictBooleanFilter, UtcIsoDateTimeFilter
 from perfops.telemetry.choices import Environment
 from perfops.telemetry.models import Agent, Deployment
 
@@ -11,6 +12,7 @@ class AgentFilter(django_filters.FilterSet):
     team = django_filters.CharFilter(field_name="team__slug", help_text="Team slug.")
     intent_category = django_filters.CharFilter()
     search = django_filters.CharFilter(method="filter_search", help_text="Part of the slug or name.")
+    auto_registered = StrictBooleanFilter(help_text="Created by ingest (true) or by a person (false).")
 
     class Meta:
         model = Agent
@@ -24,7 +26,7 @@ class DeploymentFilter(django_filters.FilterSet):
     agent = django_filters.CharFilter(field_name="agent__slug", help_text="Agent slug.")
     environment = django_filters.ChoiceFilter(choices=Environment.choices)
     version = django_filters.CharFilter()
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Deployment
