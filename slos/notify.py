@@ -5,16 +5,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db.models import F
+from django.utils import timezone
 
 from perfops import netguard
 from slos.models import AlertEvent, Delivery, NotificationChannel, format_value
 
 SIGNATURE_HEADER = "X-Perfops-Signature"
 MAX_ATTEMPTS = 5
+# A send task writes its first Delivery row within a minute (its time limit); an event with none after this
+# long lost its task: a worker killed mid-send (Redis would redeliver only after its visibility timeout, an
+# hour) or a process that died between the event's commit and the enqueue.
+LOST_AFTER = timedelta(minutes=5)
+LOST_LOOKBACK = timedelta(days=1)
 
 
 def payload(event: AlertEvent) -> dict[str, Any]:
@@ -90,3 +98,26 @@ def send(
         event=event, key=key, subject=subject[:300], channel=channel, attempt=attempt, ok=ok, detail=detail
     )
     return ok
+
+
+def lost(now: datetime | None = None) -> list[tuple[int, int]]:
+    """(event id, channel id) of alert events of the last day with no delivery attempt at all to a channel.
+
+    A channel that was tried, successfully or not, is the retry logic's; one never tried is lost. Events of
+    a rule silenced at the time were never meant to be sent.
+    """
+    now = now or timezone.now()
+    events = list(
+        AlertEvent.objects.filter(at__gte=now - LOST_LOOKBACK, at__lte=now - LOST_AFTER)
+        .exclude(rule__silenced_until__gt=F("at"))
+        .prefetch_related("rule__channels")
+    )
+    tried = set(
+        Delivery.objects.filter(key__in=[event.dedupe_key for event in events]).values_list("key", "channel_id")
+    )
+    return [
+        (event.pk, channel.pk)
+        for event in events
+        for channel in event.rule.channels.all()
+        if (event.dedupe_key, channel.pk) not in tried
+    ]

@@ -15,6 +15,15 @@ def evaluate_alerts() -> dict[str, int]:
     return alerts.evaluate_all()
 
 
+@shared_task(time_limit=55, soft_time_limit=50)
+def resend_lost_notifications() -> int:
+    """Send again every alert notice whose task was lost (beat, every 2 minutes); the count sent again."""
+    pairs = notify.lost()
+    for event_id, channel_id in pairs:
+        deliver_event.delay(event_id, channel_id)
+    return len(pairs)
+
+
 class DeliveryFailed(Exception):
     """The channel did not take the message this time (retried with backoff)."""
 

@@ -169,6 +169,12 @@ class TraceBatchView(APIView):
             return unavailable_response()
         return batch_response(result, rejected)
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # The token is looked up before post() runs: a database that is down answers 503 there too.
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return unavailable_response()
+        return super().handle_exception(exc)
+
 
 @extend_schema(tags=["telemetry"])
 class AgentListView(generics.ListAPIView[Agent]):

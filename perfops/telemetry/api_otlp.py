@@ -117,6 +117,11 @@ def refusal(status_code: int, message: str, headers: dict[str, str] | None = Non
     return OtlpResponse(status, status=status_code, headers=headers)
 
 
+def unavailable() -> Response:
+    """The database is down or restarting: tell the exporter to retry rather than failing with a 500."""
+    return refusal(503, "Storage is unavailable; retry shortly.", {"Retry-After": "5"})
+
+
 class OtlpTracesView(APIView):
     """POST /v1/traces: an OTLP ExportTraceServiceRequest from an OpenTelemetry SDK or collector."""
 
@@ -165,9 +170,15 @@ class OtlpTracesView(APIView):
         try:
             outcome = otlp.ingest(export, request.user)
         except (OperationalError, InterfaceError):
-            return refusal(503, "Storage is unavailable; retry shortly.", {"Retry-After": "5"})
+            return unavailable()
         response = ExportTraceServiceResponse()
         if outcome.refusals:
             response.partial_success.rejected_spans = outcome.rejected_spans
             response.partial_success.error_message = outcome.error_message()
         return OtlpResponse(response)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # The token is looked up before post() runs: a database that is down answers 503 there too.
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return unavailable()
+        return super().handle_exception(exc)

@@ -165,3 +165,40 @@ def test_each_transition_notifies_each_channel_once(
             alerts.evaluate(rule, superuser, now + timedelta(minutes=minute))
     kinds = [json.loads(body)["event"] for _, body in receiver.requests]
     assert kinds == ["firing", "resolved"]
+
+
+def test_a_notice_whose_task_was_lost_is_sent_again_once_and_tried_ones_are_left_to_their_retries(
+    event, receiver_factory
+):
+    receiver = receiver_factory([200])
+    lost_hook, tried_hook = channel(receiver.url), channel(receiver.url + "?b")
+    event.rule.channels.add(lost_hook, tried_hook)
+    Delivery.objects.create(
+        event=event, key=event.dedupe_key, channel=tried_hook, attempt=1, ok=False, detail="HTTP 502"
+    )
+    # Fresh events may still be in the queue: nothing is sent again before LOST_AFTER.
+    assert notify.lost(event.at + notify.LOST_AFTER / 2) == []
+    later = event.at + notify.LOST_AFTER + timedelta(seconds=1)
+    assert notify.lost(later) == [(event.pk, lost_hook.pk)]
+    # The sweep (beat) enqueues the send; run here as the worker would.
+    for event_id, channel_id in notify.lost(later):
+        deliver_event.apply(args=(event_id, channel_id))
+    assert len(receiver.requests) == 1
+    assert notify.lost(later) == [], "a tried channel is never swept again"
+    # Silenced rules and events older than a day are not the sweep's.
+    assert notify.lost(event.at + notify.LOST_LOOKBACK + timedelta(minutes=1)) == []
+    Delivery.objects.filter(channel=lost_hook).delete()
+    event.rule.silenced_until = event.at + timedelta(hours=1)
+    event.rule.save(update_fields=["silenced_until"])
+    assert notify.lost(later) == []
+
+
+def test_the_lost_notification_sweep_runs_on_the_beat_schedule():
+    from django.conf import settings
+
+    from slos.tasks import resend_lost_notifications
+
+    entry = settings.CELERY_BEAT_SCHEDULE["resend-lost-notifications"]
+    assert entry["task"] == resend_lost_notifications.name
+    assert entry["schedule"] == 120.0, "two sweeps fit in LOST_AFTER: a lost notice waits at most 7 minutes"
+    assert notify.LOST_AFTER.total_seconds() == 300
