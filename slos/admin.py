@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from perfops.access.admin_scoping import ConfirmedChangeAdmin, DepartmentScopedAdmin
 from slos import openslo
-from slos.alerts import create_rules
 from slos.confirm import describe
 from slos.forms import AlertRuleForm, PerformanceBudgetForm, SLOForm
 from slos.models import SLO, AlertRule, Delivery, NotificationChannel, PerformanceBudget
@@ -69,9 +68,14 @@ class SLOAdmin(ConfirmedSaveAdmin):
     actions = ["export_openslo"]
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
         if change and "window_days" in form.changed_data:
-            create_rules(form.instance)  # the Workbook's thresholds depend on the window
+            # Saving the SLO replaced its burn-rate rules for the new window (slos.signals): the inline
+            # forms hold the old rules, which must not be written back.
+            form.save_m2m()
+            for formset in formsets:  # read by the admin's change message
+                formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            return
+        super().save_related(request, form, formsets, change)
 
     @admin.action(description="Export the selected SLOs as OpenSLO YAML")
     def export_openslo(self, request: HttpRequest, queryset: Any) -> HttpResponse:

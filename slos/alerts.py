@@ -22,9 +22,17 @@ from slos.models import SLO, AlertEvent, AlertRule, PerformanceBudget, format_va
 logger = logging.getLogger(__name__)
 
 
-def create_rules(slo: SLO) -> list[AlertRule]:
-    """The Workbook's four burn-rate rules for the SLO's window (replacing the burn-rate rules it had)."""
-    slo.alert_rules.filter(metric=AlertRule.Metric.BURN_RATE).delete()
+def create_rules(slo: SLO, *, keep_channels: bool = False) -> list[AlertRule]:
+    """The Workbook's four burn-rate rules for the SLO's window (replacing the burn-rate rules it had).
+
+    `keep_channels`: each new rule notifies the channels the old rules of its severity notified.
+    """
+    old = slo.alert_rules.filter(metric=AlertRule.Metric.BURN_RATE)
+    channels: dict[str, set[int]] = {}
+    if keep_channels:
+        for severity, channel_id in old.filter(channels__isnull=False).values_list("severity", "channels"):
+            channels.setdefault(severity, set()).add(channel_id)
+    old.delete()
     rules = []
     for rule in maths.rules_for(slo.window):
         long_s = int(rule.long_window.total_seconds())
@@ -40,6 +48,8 @@ def create_rules(slo: SLO) -> list[AlertRule]:
                 created_by=slo.created_by,
             )
         )
+        if channels.get(rule.severity):
+            rules[-1].channels.set(channels[rule.severity])
     return rules
 
 

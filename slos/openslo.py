@@ -267,8 +267,6 @@ def plan(text: str, user: Any) -> Plan:
 
 def apply(planned: Sequence[Planned], user: Any) -> ImportResult:
     """Save a plan from `parse` in one transaction: all of it, or (on any error) none of it."""
-    from slos.alerts import create_rules
-
     result = ImportResult()
     ids = department_ids_for(user)
     with transaction.atomic():
@@ -281,8 +279,6 @@ def apply(planned: Sequence[Planned], user: Any) -> ImportResult:
                 result.errors.append(error)
                 continue
             (result.created if item.creates else result.updated).append(item.slo)
-            if not item.creates and item.previous_window_days != item.slo.window_days:
-                create_rules(item.slo)  # the Workbook's burn-rate thresholds depend on the window
         if result.errors:
             transaction.set_rollback(True)
             return ImportResult(errors=result.errors)

@@ -169,3 +169,23 @@ def test_openslo_round_trips_through_the_api_with_a_dry_run_first(manager, agent
     broken = client.post("/api/v1/slos/openslo/import", "apiVersion: [", content_type="application/yaml")
     assert broken.status_code == 400
     assert "line" in broken.json()["errors"][0]
+
+
+def test_changing_the_window_over_the_api_rescales_the_burn_rate_rules_and_keeps_their_channels(manager, agent):
+    client = factories.api_as(manager, ["configure"])
+    created = client.post("/api/v1/slos", slo_body(), format="json").json()
+    slo = SLO.objects.get(pk=created["id"])
+    hook = NotificationChannel.objects.create(name="pager", kind="email", email_to="p@example.com")
+    page_rules = slo.alert_rules.filter(severity="page")
+    for rule in page_rules:
+        rule.channels.add(hook)
+    assert sorted(slo.alert_rules.values_list("threshold", flat=True)) == [0.9333, 2.8, 5.6, 13.44]
+
+    response = client.patch(f"/api/v1/slos/{slo.pk}", {"window_days": 7}, format="json")
+    assert response.status_code == 200, response.json()
+    after = slo.alert_rules.all()
+    assert after.count() == 4
+    # The Workbook's burn rates scale with the SLO window: 28 days -> 7 days is a quarter.
+    assert sorted(after.values_list("threshold", flat=True)) == [0.2333, 0.7, 1.4, 3.36]
+    assert all(rule.channels.filter(pk=hook.pk).exists() for rule in after.filter(severity="page"))
+    assert not any(rule.channels.exists() for rule in after.exclude(severity="page"))
