@@ -1,8 +1,10 @@
 """`make bench`: the performance benchmarks, run against PostgreSQL on this machine.
 
-    python bench/run.py [ingest] [metrics] [dashboard] [alerts] [analytics] [--seconds 20] [--workers 2] [--reuse]
+    python bench/run.py [ingest] [metrics] [dashboard] [alerts] [analytics] [load] [--seconds 20] [--workers 2]
+                        [--reuse] [--load-seconds 300] [--load-rate TRACES_PER_S] [--load-readers 3]
 
-Each benchmark prints its figures and writes them as JSON to bench/results/.
+Each benchmark prints its figures and writes them as JSON to bench/results/. `load` takes about three
+times --load-seconds (a probe, a sustained and an overload phase, each followed by the drain).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import alerts
 import analytics
 import dashboard
 import ingest
+import load
 import metrics
 
 BENCHMARKS = {
@@ -27,6 +30,7 @@ BENCHMARKS = {
     "dashboard": dashboard.run,
     "alerts": alerts.run,
     "analytics": analytics.run,
+    "load": load.run,
 }
 
 
@@ -46,6 +50,15 @@ def main() -> int:
         "--reuse", action="store_true", help="metrics: keep the seeded 10M-trace database of an earlier run"
     )
     parser.add_argument("--metrics-database-url", default=metrics.DATABASE, help="metrics: its scratch database")
+    parser.add_argument("--load-seconds", type=float, default=300.0, help="load: how long each load phase runs")
+    parser.add_argument(
+        "--load-rate",
+        type=float,
+        default=None,
+        help="load: the sustained phase's traces/s (default: 80%% of the probe)",
+    )
+    parser.add_argument("--load-readers", type=int, default=load.READERS, help="load: dashboard reader threads")
+    parser.add_argument("--load-database-url", default=load.DATABASE, help="load: its scratch database (dropped)")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
