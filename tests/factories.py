@@ -81,3 +81,44 @@ def record(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+def latency_slo(name: str, agent: Agent, owner: User) -> Any:
+    """A p95-style latency SLO on one agent: 95% under 900 ms over 7 days."""
+    from slos.models import SLO
+
+    return SLO.objects.create(
+        name=name,
+        scope="agent",
+        agent=agent,
+        department=agent.department,
+        kind="latency",
+        threshold_ms=900,
+        target=0.95,
+        window_days=7,
+        created_by=owner,
+    )
+
+
+def firing_rule(name: str, agent: Agent, owner: User, channel: Any, dedupe_key: str, now: datetime) -> tuple[Any, Any]:
+    """A p95 latency rule on one agent notifying `channel`, with one firing event 5 minutes ago."""
+    from slos.models import AlertEvent, AlertRule
+
+    rule = AlertRule.objects.create(
+        name=name,
+        metric="latency",
+        quantile=0.95,
+        scope="agent",
+        agent=agent,
+        environment="production",
+        comparison="gte",
+        threshold=1500,
+        window_s=600,
+        severity="warning",
+        created_by=owner,
+    )
+    rule.channels.add(channel)
+    event = AlertEvent.objects.create(
+        rule=rule, kind="firing", episode=1, at=now - timedelta(minutes=5), value=1700.0, dedupe_key=dedupe_key
+    )
+    return rule, event

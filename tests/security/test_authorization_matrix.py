@@ -56,7 +56,7 @@ from perfops.dashboard.panels import PANELS
 from perfops.metrics.models import RollupState
 from perfops.metrics.rollup import catch_up
 from perfops.telemetry.models import AgentCapacity, Deployment, PendingSpan, Trace
-from slos.models import SLO, AlertEvent, AlertRule, Delivery, NotificationChannel, PerformanceBudget
+from slos.models import SLO, AlertRule, Delivery, NotificationChannel, PerformanceBudget
 from tests import factories
 from tests.metrics.conftest import ingest
 
@@ -221,17 +221,7 @@ def _build_side(key: str, department: Any, owner: User, writer: User, now: datet
     assert ingest(records, writer) == len(records)
     trace = Trace.objects.filter(agent=agent).order_by("-started_at").first()
     deployment = Deployment.objects.filter(agent=agent).order_by("pk").first()
-    slo = SLO.objects.create(
-        name=f"{marker} latency slo",
-        scope="agent",
-        agent=agent,
-        department=department,
-        kind="latency",
-        threshold_ms=900,
-        target=0.95,
-        window_days=7,
-        created_by=owner,
-    )
+    slo = factories.latency_slo(f"{marker} latency slo", agent, owner)
     channel = NotificationChannel.objects.create(
         name=f"{marker} hook",
         department=department,
@@ -239,23 +229,7 @@ def _build_side(key: str, department: Any, owner: User, writer: User, now: datet
         url=f"https://{PUBLIC_HOST}/hooks/{marker}",
         secret=f"whsec-{marker}-9b8c7d6e5f",
     )
-    rule = AlertRule.objects.create(
-        name=f"{marker} latency rule",
-        metric="latency",
-        quantile=0.95,
-        scope="agent",
-        agent=agent,
-        environment="production",
-        comparison="gte",
-        threshold=1500,
-        window_s=600,
-        severity="warning",
-        created_by=owner,
-    )
-    rule.channels.add(channel)
-    event = AlertEvent.objects.create(
-        rule=rule, kind="firing", episode=1, at=now - timedelta(minutes=5), value=1700.0, dedupe_key=f"{marker}-1"
-    )
+    rule, event = factories.firing_rule(f"{marker} latency rule", agent, owner, channel, f"{marker}-1", now)
     delivery = Delivery.objects.create(
         event=event, key=event.dedupe_key, subject=f"{marker} firing", channel=channel, attempt=1, ok=True, detail="ok"
     )

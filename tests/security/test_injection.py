@@ -44,7 +44,7 @@ from perfops.dashboard.panels import PANELS
 from perfops.metrics.filters import MetricFilters
 from perfops.metrics.rollup import catch_up
 from perfops.telemetry.models import Agent, Deployment, Trace
-from slos.models import SLO, AlertEvent, AlertRule, Delivery, NotificationChannel, PerformanceBudget
+from slos.models import SLO, Delivery, NotificationChannel, PerformanceBudget
 from tests import factories
 from tests.metrics.conftest import ingest
 
@@ -147,37 +147,11 @@ def world(payments, superuser) -> World:
 
     Deployment.objects.filter(agent=agent).update(notes=_label(labels, "notes"))
     config = configs.apply(agent, "production", {"model": "gpt-4o"}, superuser, note=_label(labels, "cfgnote"))
-    slo = SLO.objects.create(
-        name=_label(labels, "slo"),
-        scope="agent",
-        agent=agent,
-        department=payments,
-        kind="latency",
-        threshold_ms=900,
-        target=0.95,
-        window_days=7,
-        created_by=superuser,
-    )
+    slo = factories.latency_slo(_label(labels, "slo"), agent, superuser)
     channel = NotificationChannel.objects.create(
         name=_label(labels, "channel"), department=payments, kind="email", email_to="oncall@example.com"
     )
-    rule = AlertRule.objects.create(
-        name=_label(labels, "rule"),
-        metric="latency",
-        quantile=0.95,
-        scope="agent",
-        agent=agent,
-        environment="production",
-        comparison="gte",
-        threshold=1500,
-        window_s=600,
-        severity="warning",
-        created_by=superuser,
-    )
-    rule.channels.add(channel)
-    event = AlertEvent.objects.create(
-        rule=rule, kind="firing", episode=1, at=now - timedelta(minutes=5), value=1700.0, dedupe_key="hostile-1"
-    )
+    rule, event = factories.firing_rule(_label(labels, "rule"), agent, superuser, channel, "hostile-1", now)
     Delivery.objects.create(
         event=event,
         key=event.dedupe_key,

@@ -60,7 +60,7 @@ from perfops.metrics.rollup import catch_up
 from perfops.telemetry.ingest.store import forget_ingest_memos
 from perfops.telemetry.models import Deployment, Trace
 from perfops.telemetry.partitions import forget_known_partitions
-from slos.models import SLO, AlertEvent, AlertRule, NotificationChannel, PerformanceBudget
+from slos.models import NotificationChannel, PerformanceBudget
 from tests import factories
 from tests.metrics.conftest import ingest
 
@@ -170,34 +170,8 @@ def _seed_department(department: Any, owner: User, now: datetime) -> dict[str, A
     channel = NotificationChannel.objects.create(
         name=f"{marker} hook", department=department, kind="webhook", url="https://127.0.0.1:9/hook", secret="whsec-x"
     )
-    slo = SLO.objects.create(
-        name=f"{marker} latency",
-        scope="agent",
-        agent=agent,
-        department=department,
-        kind="latency",
-        threshold_ms=900,
-        target=0.95,
-        window_days=7,
-        created_by=owner,
-    )
-    rule = AlertRule.objects.create(
-        name=f"{marker} latency rule",
-        metric="latency",
-        quantile=0.95,
-        scope="agent",
-        agent=agent,
-        environment="production",
-        comparison="gte",
-        threshold=1500,
-        window_s=600,
-        severity="warning",
-        created_by=owner,
-    )
-    rule.channels.add(channel)
-    event = AlertEvent.objects.create(
-        rule=rule, kind="firing", episode=1, at=now - timedelta(minutes=5), value=1700.0, dedupe_key=f"{marker}-1"
-    )
+    slo = factories.latency_slo(f"{marker} latency", agent, owner)
+    rule, event = factories.firing_rule(f"{marker} latency rule", agent, owner, channel, f"{marker}-1", now)
     budget = PerformanceBudget.objects.create(
         name=f"{marker} budget", scope="department", department=department, threshold_ms=1200, created_by=owner
     )
